@@ -1,1 +1,68 @@
-//! (placeholder)
+//! The KCP engine: a sans-IO state machine with ikcp's semantics (skywind3000/kcp) and the
+//! kcptun-libev variant's settings (big-endian headers, stream mode, 4 s maximum RTO,
+//! conservative fast-ack). It owns segmentation, acknowledgement, retransmission, windows and
+//! RTT estimation for one conversation. It never reads a clock or touches a socket: time is an
+//! argument (`u32` milliseconds, wrapping), packets leave through a callback, and
+//! [`Kcp::check`] says when the engine next needs to run.
+//!
+//! Calling convention for the event loop: after [`Kcp::send`] or [`Kcp::input`] call
+//! [`Kcp::flush`] at once (new data and ACKs leave immediately); at the deadline from
+//! [`Kcp::check`] call [`Kcp::update`] (or `flush`). An idle conversation asks for no wakeups
+//! (see [`IDLE_CHECK`]).
+
+mod engine;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use engine::{Kcp, KcpStats, IDLE_CHECK};
+pub use wire::{
+    packet_conv, ByteOrder, InputError, SegmentHeader, Segments, CMD_ACK, CMD_PUSH, CMD_WASK,
+    CMD_WINS, OVERHEAD,
+};
+
+/// Settings of one engine. Defaults are kcptun-libev's.
+#[derive(Clone, Debug)]
+pub struct KcpConfig {
+    /// Bytes of one KCP packet (framing already subtracted). Clamped to at least 50, like ikcp.
+    pub mtu: usize,
+    /// Send window in segments (0 means ikcp's default, 32).
+    pub sndwnd: u16,
+    /// Receive window in segments; raised to at least 128 (ikcp's rule).
+    pub rcvwnd: u16,
+    /// 0: normal (RTO min 100 ms, RTO doubles); 1: RTO min 30 ms, backoff x1.5;
+    /// 2: like 1 but backoff by half the current estimate.
+    pub nodelay: u32,
+    /// Tick in ms, clamped to 10..=5000. Enters the RTO formula; no periodic wakeup here.
+    pub interval: u32,
+    /// Fast retransmit after this many later ACKs (0 = off).
+    pub resend: u32,
+    /// `true` = no congestion window (only the send and remote windows limit).
+    pub nc: bool,
+    /// Upper bound of the RTO estimate in ms (kcptun-libev 4000, ikcp 60000).
+    pub rto_max: u32,
+    /// Transmissions of one segment after which the link counts as dead (ikcp: 20).
+    pub dead_link: u32,
+    pub byte_order: ByteOrder,
+    /// Stream mode (kcptun-libev always): writes are merged into full segments, `frg` is 0.
+    pub stream: bool,
+}
+
+impl Default for KcpConfig {
+    fn default() -> Self {
+        KcpConfig {
+            mtu: 1332,
+            sndwnd: 256,
+            rcvwnd: 256,
+            nodelay: 1,
+            interval: 100,
+            resend: 0,
+            nc: true,
+            rto_max: 4000,
+            dead_link: 20,
+            byte_order: ByteOrder::Big,
+            stream: true,
+        }
+    }
+}

@@ -1,0 +1,948 @@
+//! The per-conversation state machine. Mirrors ikcp.c function by function (send, recv,
+//! input, flush, check) with three deliberate differences: time comes in as an argument,
+//! deadlines are exact instead of rounded to the next `interval` tick, and storage is
+//! bounded and reused (queues are `VecDeque`s, payload buffers come from a free list).
+
+use std::collections::VecDeque;
+
+use super::wire::{
+    ByteOrder, InputError, SegmentHeader, CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, OVERHEAD,
+};
+use super::KcpConfig;
+
+const RTO_NDL: u32 = 30;
+const RTO_MIN: u32 = 100;
+const RTO_DEF: u32 = 200;
+const WND_SND_DEF: u32 = 32;
+const WND_RCV_MIN: u32 = 128;
+const THRESH_INIT: u32 = 2;
+const THRESH_MIN: u32 = 2;
+const PROBE_INIT: u32 = 7000;
+const PROBE_LIMIT: u32 = 120_000;
+const FASTACK_LIMIT: u32 = 5;
+const MAX_FRAGMENTS: usize = WND_RCV_MIN as usize - 1;
+/// A segment's backed-off RTO never exceeds this. ikcp lets it grow without bound (hours after
+/// 20 transmissions); capping keeps every deadline far inside the 2^31 wrapping horizon.
+const SEG_RTO_CAP: u32 = 120_000;
+/// Largest payload accepted from the peer even when its mtu is larger than ours; bounds the
+/// memory a peer can pin to `rcvwnd` times this.
+const MAX_RECV_PAYLOAD: usize = 16 * 1024;
+
+/// What [`Kcp::check`] returns, relative to `now`, when nothing is due: no data in flight or
+/// queued, no ACK or probe pending. Far, but well inside the wrapping comparison horizon.
+pub const IDLE_CHECK: u32 = 1 << 30;
+
+const ASK_SEND: u8 = 1;
+const ASK_TELL: u8 = 2;
+
+/// Signed distance `a - b` on the wrapping u32 line (sequence numbers and timestamps).
+#[inline]
+fn diff(a: u32, b: u32) -> i32 {
+    a.wrapping_sub(b) as i32
+}
+
+/// Counters for monitoring; cheap, never reset by the engine.
+#[derive(Clone, Debug, Default)]
+pub struct KcpStats {
+    /// Packets handed to `out` and their bytes.
+    pub pkts_out: u64,
+    pub bytes_out: u64,
+    /// Packets given to `input` and their bytes (accepted or not).
+    pub pkts_in: u64,
+    pub bytes_in: u64,
+    /// Packets `input` refused (or stopped parsing) as malformed / foreign.
+    pub input_errors: u64,
+    /// PUSH segments sent for the first time, and their payload bytes.
+    pub segs_sent: u64,
+    pub data_bytes_sent: u64,
+    /// Retransmissions after an RTO expired / triggered by duplicate ACKs.
+    pub retrans_timeout: u64,
+    pub retrans_fast: u64,
+    /// PUSH segments received (including duplicates) and payload bytes handed to `recv`.
+    pub segs_recv: u64,
+    pub data_bytes_recv: u64,
+    /// ACK segments sent and received.
+    pub acks_sent: u64,
+    pub acks_recv: u64,
+    /// Window probes (WASK) sent.
+    pub probes_sent: u64,
+}
+
+struct Segment {
+    sn: u32,
+    ts: u32,
+    frg: u8,
+    resendts: u32,
+    rto: u32,
+    fastack: u32,
+    xmit: u32,
+    /// Acknowledged out of order; kept in place until `snd_una` passes it so `snd_buf` stays
+    /// indexable by `sn - snd_una`.
+    acked: bool,
+    data: Vec<u8>,
+}
+
+impl Segment {
+    fn new(data: Vec<u8>) -> Segment {
+        Segment {
+            sn: 0,
+            ts: 0,
+            frg: 0,
+            resendts: 0,
+            rto: 0,
+            fastack: 0,
+            xmit: 0,
+            acked: false,
+            data,
+        }
+    }
+}
+
+/// One KCP conversation.
+pub struct Kcp {
+    conv: u32,
+    order: ByteOrder,
+    stream: bool,
+    mtu: usize,
+    mss: usize,
+
+    snd_una: u32,
+    snd_nxt: u32,
+    rcv_nxt: u32,
+
+    ssthresh: u32,
+    rx_rttval: u32,
+    rx_srtt: u32,
+    rx_rto: u32,
+    rx_minrto: u32,
+    rto_max: u32,
+
+    snd_wnd: u32,
+    rcv_wnd: u32,
+    rmt_wnd: u32,
+    cwnd: u32,
+    incr: u32,
+    probe: u8,
+    ts_probe: u32,
+    probe_wait: u32,
+
+    current: u32,
+    interval: u32,
+    nodelay: u32,
+    fastresend: u32,
+    nocwnd: bool,
+    dead_link: u32,
+    dead: bool,
+
+    snd_queue: VecDeque<Segment>,
+    /// In flight, contiguous in `sn` from `snd_una`.
+    snd_buf: VecDeque<Segment>,
+    /// Segments in `snd_buf` not yet acknowledged.
+    nsnd_buf: usize,
+    /// Out-of-order arrivals, sorted by `sn`, all inside `[rcv_nxt, rcv_nxt + rcv_wnd)`.
+    rcv_buf: VecDeque<Segment>,
+    /// In-order data waiting for `recv`; `rcv_off` bytes of the front one are consumed.
+    rcv_queue: VecDeque<Segment>,
+    rcv_off: usize,
+    rcv_bytes: usize,
+    /// `(sn, ts)` of PUSH segments to acknowledge at the next flush.
+    acklist: Vec<(u32, u32)>,
+    /// Free payload buffers (capacity about `mss`).
+    pool: Vec<Vec<u8>>,
+    /// One packet being assembled by `flush`.
+    buffer: Vec<u8>,
+
+    stats: KcpStats,
+}
+
+impl Kcp {
+    pub fn new(conv: u32, cfg: &KcpConfig) -> Kcp {
+        let mtu = cfg.mtu.max(50);
+        let mut kcp = Kcp {
+            conv,
+            order: cfg.byte_order,
+            stream: cfg.stream,
+            mtu,
+            mss: mtu - OVERHEAD,
+            snd_una: 0,
+            snd_nxt: 0,
+            rcv_nxt: 0,
+            ssthresh: THRESH_INIT,
+            rx_rttval: 0,
+            rx_srtt: 0,
+            rx_rto: RTO_DEF,
+            rx_minrto: RTO_MIN,
+            rto_max: 60_000,
+            snd_wnd: WND_SND_DEF,
+            rcv_wnd: WND_RCV_MIN,
+            rmt_wnd: WND_RCV_MIN,
+            cwnd: 0,
+            incr: 0,
+            probe: 0,
+            ts_probe: 0,
+            probe_wait: 0,
+            current: 0,
+            interval: 100,
+            nodelay: 0,
+            fastresend: 0,
+            nocwnd: false,
+            dead_link: 20,
+            dead: false,
+            snd_queue: VecDeque::new(),
+            snd_buf: VecDeque::new(),
+            nsnd_buf: 0,
+            rcv_buf: VecDeque::new(),
+            rcv_queue: VecDeque::new(),
+            rcv_off: 0,
+            rcv_bytes: 0,
+            acklist: Vec::new(),
+            pool: Vec::new(),
+            buffer: Vec::with_capacity(mtu),
+            stats: KcpStats::default(),
+        };
+        kcp.set_nodelay(cfg.nodelay, cfg.interval, cfg.resend, cfg.nc);
+        kcp.set_wndsize(cfg.sndwnd, cfg.rcvwnd);
+        kcp.set_rto_max(cfg.rto_max);
+        kcp.dead_link = if cfg.dead_link == 0 {
+            20
+        } else {
+            cfg.dead_link
+        };
+        kcp
+    }
+
+    // ---------------------------------------------------------------- settings and getters
+
+    /// ikcp_nodelay: all four at once (every value is applied, none means "keep").
+    pub fn set_nodelay(&mut self, nodelay: u32, interval: u32, resend: u32, nc: bool) {
+        self.nodelay = nodelay;
+        self.rx_minrto = if nodelay != 0 { RTO_NDL } else { RTO_MIN };
+        self.interval = interval.clamp(10, 5000);
+        self.fastresend = resend;
+        self.nocwnd = nc;
+    }
+
+    /// ikcp_wndsize. The receive window only grows (shrinking it under data already accepted
+    /// would break the window invariant), and is at least 128.
+    pub fn set_wndsize(&mut self, sndwnd: u16, rcvwnd: u16) {
+        if sndwnd > 0 {
+            self.snd_wnd = u32::from(sndwnd);
+        }
+        self.rcv_wnd = self.rcv_wnd.max(u32::from(rcvwnd)).max(WND_RCV_MIN);
+    }
+
+    /// Upper bound of the RTO estimate (at least the minimum RTO).
+    pub fn set_rto_max(&mut self, rto_max: u32) {
+        self.rto_max = rto_max.clamp(self.rx_minrto, SEG_RTO_CAP);
+        self.rx_rto = self.rx_rto.min(self.rto_max);
+    }
+
+    pub fn conv(&self) -> u32 {
+        self.conv
+    }
+
+    pub fn mss(&self) -> usize {
+        self.mss
+    }
+
+    /// Smoothed RTT in ms (0 before the first ACK).
+    pub fn rtt(&self) -> u32 {
+        self.rx_srtt
+    }
+
+    /// Current RTO estimate in ms.
+    pub fn rto(&self) -> u32 {
+        self.rx_rto
+    }
+
+    /// Congestion window in segments (meaningless with `nc`).
+    pub fn cwnd(&self) -> u32 {
+        self.cwnd
+    }
+
+    /// The peer's last advertised free receive window, in segments.
+    pub fn remote_wnd(&self) -> u32 {
+        self.rmt_wnd
+    }
+
+    pub fn stats(&self) -> &KcpStats {
+        &self.stats
+    }
+
+    /// Segments not yet acknowledged plus segments queued (ikcp_waitsnd).
+    pub fn waitsnd(&self) -> usize {
+        self.nsnd_buf + self.snd_queue.len()
+    }
+
+    /// A segment has been transmitted `dead_link` times without an ACK.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Nothing unacknowledged, nothing queued, no ACK or window message pending.
+    pub fn is_idle(&self) -> bool {
+        self.nsnd_buf == 0
+            && self.snd_queue.is_empty()
+            && self.acklist.is_empty()
+            && self.probe == 0
+    }
+
+    // ------------------------------------------------------------------------ buffer pool
+
+    fn alloc_buf(&mut self) -> Vec<u8> {
+        self.pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.mss))
+    }
+
+    fn free_buf(&mut self, mut buf: Vec<u8>) {
+        // Oversized buffers (from a peer with a larger mtu) are not worth keeping; the pool
+        // never holds more than the windows could need at once.
+        let limit = 2 * (self.snd_wnd as usize + self.rcv_wnd as usize);
+        if buf.capacity() <= 2 * self.mss && self.pool.len() < limit {
+            buf.clear();
+            self.pool.push(buf);
+        }
+    }
+
+    // --------------------------------------------------------------------------- send side
+
+    /// The limit of `snd_queue` in segments: one send window waiting behind one in flight.
+    fn queue_limit(&self) -> usize {
+        self.snd_wnd as usize
+    }
+
+    /// How many more bytes `send` would accept now.
+    pub fn send_capacity(&self) -> usize {
+        let free = self.queue_limit().saturating_sub(self.snd_queue.len()) * self.mss;
+        let tail = match self.snd_queue.back() {
+            Some(last) if self.stream => self.mss - last.data.len().min(self.mss),
+            _ => 0,
+        };
+        free + tail
+    }
+
+    /// Queues bytes and returns how many were taken (0 when the queue is full). Stream mode:
+    /// fills the last queued segment first, takes a prefix when short of room. Message mode:
+    /// all or nothing, at most 127 fragments; an empty message is a zero-length segment.
+    pub fn send(&mut self, data: &[u8]) -> usize {
+        if self.stream {
+            self.send_stream(data)
+        } else {
+            self.send_message(data)
+        }
+    }
+
+    fn send_stream(&mut self, data: &[u8]) -> usize {
+        let mss = self.mss;
+        let mut taken = 0;
+        if let Some(last) = self.snd_queue.back_mut() {
+            let n = (mss - last.data.len().min(mss)).min(data.len());
+            last.data.extend_from_slice(&data[..n]);
+            taken = n;
+        }
+        while taken < data.len() && self.snd_queue.len() < self.queue_limit() {
+            let n = (data.len() - taken).min(mss);
+            let mut buf = self.alloc_buf();
+            buf.extend_from_slice(&data[taken..taken + n]);
+            self.snd_queue.push_back(Segment::new(buf));
+            taken += n;
+        }
+        taken
+    }
+
+    fn send_message(&mut self, data: &[u8]) -> usize {
+        let count = data.len().div_ceil(self.mss).max(1);
+        if count > MAX_FRAGMENTS || self.snd_queue.len() + count > self.queue_limit() {
+            return 0;
+        }
+        let mut chunks = data.chunks(self.mss);
+        for i in 0..count {
+            let mut buf = self.alloc_buf();
+            buf.extend_from_slice(chunks.next().unwrap_or(&[]));
+            let mut seg = Segment::new(buf);
+            seg.frg = (count - i - 1) as u8;
+            self.snd_queue.push_back(seg);
+        }
+        data.len()
+    }
+
+    // ------------------------------------------------------------------------ receive side
+
+    /// Bytes ready for `recv`. Stream mode: everything in order; message mode: the size of
+    /// the next complete message (0 if none).
+    pub fn peek_size(&self) -> usize {
+        if self.stream {
+            return self.rcv_bytes;
+        }
+        let Some(first) = self.rcv_queue.front() else {
+            return 0;
+        };
+        if first.frg == 0 {
+            return first.data.len();
+        }
+        if self.rcv_queue.len() < usize::from(first.frg) + 1 {
+            return 0;
+        }
+        let mut len = 0;
+        for seg in &self.rcv_queue {
+            len += seg.data.len();
+            if seg.frg == 0 {
+                break;
+            }
+        }
+        len
+    }
+
+    /// Copies received bytes into `buf`. Stream mode: as many as fit. Message mode: one whole
+    /// message, or 0 if `buf` is too small for it.
+    pub fn recv(&mut self, buf: &mut [u8]) -> usize {
+        if self.rcv_queue.is_empty() || buf.is_empty() {
+            return 0;
+        }
+        let recover = self.rcv_queue.len() >= self.rcv_wnd as usize;
+        let n = if self.stream {
+            self.recv_stream(buf)
+        } else {
+            self.recv_message(buf)
+        };
+        self.stats.data_bytes_recv += n as u64;
+        self.move_rcv_buf();
+        // The window was full and has reopened: tell the peer at the next flush instead of
+        // letting it wait for its next probe.
+        if recover && self.rcv_queue.len() < self.rcv_wnd as usize {
+            self.probe |= ASK_TELL;
+        }
+        n
+    }
+
+    fn recv_stream(&mut self, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n < buf.len() {
+            let Some(front) = self.rcv_queue.front() else {
+                break;
+            };
+            let avail = &front.data[self.rcv_off..];
+            let k = avail.len().min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&avail[..k]);
+            n += k;
+            self.rcv_off += k;
+            if self.rcv_off == front.data.len() {
+                self.rcv_off = 0;
+                if let Some(seg) = self.rcv_queue.pop_front() {
+                    self.free_buf(seg.data);
+                }
+            }
+        }
+        self.rcv_bytes -= n;
+        n
+    }
+
+    fn recv_message(&mut self, buf: &mut [u8]) -> usize {
+        let size = self.peek_size();
+        if size == 0 && self.rcv_queue.front().is_some_and(|s| s.frg != 0) {
+            return 0;
+        }
+        if size > buf.len() {
+            return 0;
+        }
+        let mut n = 0;
+        while let Some(seg) = self.rcv_queue.pop_front() {
+            buf[n..n + seg.data.len()].copy_from_slice(&seg.data);
+            n += seg.data.len();
+            self.rcv_bytes -= seg.data.len();
+            let last = seg.frg == 0;
+            self.free_buf(seg.data);
+            if last {
+                break;
+            }
+        }
+        n
+    }
+
+    /// Moves segments that became in-order from `rcv_buf` to `rcv_queue` (window permitting).
+    fn move_rcv_buf(&mut self) {
+        while self.rcv_queue.len() < self.rcv_wnd as usize {
+            match self.rcv_buf.front() {
+                Some(seg) if seg.sn == self.rcv_nxt => {}
+                _ => break,
+            }
+            if let Some(seg) = self.rcv_buf.pop_front() {
+                self.rcv_bytes += seg.data.len();
+                self.rcv_queue.push_back(seg);
+                self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+            }
+        }
+    }
+
+    fn wnd_unused(&self) -> u16 {
+        let used = self.rcv_queue.len() as u32;
+        self.rcv_wnd.saturating_sub(used).min(u32::from(u16::MAX)) as u16
+    }
+
+    // ------------------------------------------------------------------------------ input
+
+    /// Processes one packet (one or more segments) from the peer. Segments before a bad one
+    /// take effect; the bad one and the rest are dropped and the error returned. Trailing
+    /// bytes shorter than a header are ignored.
+    pub fn input(&mut self, now: u32, data: &[u8]) -> Result<(), InputError> {
+        self.current = now;
+        self.stats.pkts_in += 1;
+        self.stats.bytes_in += data.len() as u64;
+        if data.len() < OVERHEAD {
+            self.stats.input_errors += 1;
+            return Err(InputError::Short);
+        }
+        let prev_una = self.snd_una;
+        let mut maxack: Option<(u32, u32)> = None;
+        let mut result = Ok(());
+        let mut rest = data;
+        while let Some(hdr) = SegmentHeader::parse(rest, self.order) {
+            let body = &rest[OVERHEAD..];
+            if hdr.conv != self.conv {
+                result = Err(InputError::Conv);
+                break;
+            }
+            let len = hdr.len as usize;
+            if len > body.len() || len > MAX_RECV_PAYLOAD.max(self.mss) {
+                result = Err(InputError::Length);
+                break;
+            }
+            if !matches!(hdr.cmd, CMD_PUSH | CMD_ACK | CMD_WASK | CMD_WINS) {
+                result = Err(InputError::Cmd);
+                break;
+            }
+            let (payload, tail) = body.split_at(len);
+            rest = tail;
+
+            self.rmt_wnd = u32::from(hdr.wnd);
+            self.parse_una(hdr.una);
+            match hdr.cmd {
+                CMD_ACK => {
+                    self.stats.acks_recv += 1;
+                    let rtt = diff(self.current, hdr.ts);
+                    if rtt >= 0 {
+                        self.update_rtt(rtt as u32);
+                    }
+                    self.parse_ack(hdr.sn);
+                    // Conservative fast-ack: the ACK that counts is the one for the most
+                    // recently sent segment, not merely the highest sn.
+                    maxack = match maxack {
+                        None => Some((hdr.sn, hdr.ts)),
+                        Some((sn, ts)) if diff(hdr.sn, sn) > 0 && diff(hdr.ts, ts) > 0 => {
+                            Some((hdr.sn, hdr.ts))
+                        }
+                        keep => keep,
+                    };
+                }
+                CMD_PUSH => {
+                    self.stats.segs_recv += 1;
+                    self.parse_push(&hdr, payload);
+                }
+                CMD_WASK => self.probe |= ASK_TELL,
+                _ => {} // WINS: the window field was all it carried
+            }
+        }
+        if result.is_err() {
+            self.stats.input_errors += 1;
+        }
+        if let Some((sn, ts)) = maxack {
+            self.parse_fastack(sn, ts);
+        }
+        if diff(self.snd_una, prev_una) > 0 {
+            self.on_ack_progress();
+        }
+        result
+    }
+
+    fn update_rtt(&mut self, rtt: u32) {
+        if self.rx_srtt == 0 {
+            self.rx_srtt = rtt.max(1);
+            self.rx_rttval = rtt / 2;
+        } else {
+            let delta = u64::from(rtt.abs_diff(self.rx_srtt));
+            self.rx_rttval = ((3 * u64::from(self.rx_rttval) + delta) / 4) as u32;
+            self.rx_srtt = ((7 * u64::from(self.rx_srtt) + u64::from(rtt)) / 8).max(1) as u32;
+        }
+        let rto =
+            u64::from(self.rx_srtt) + u64::from(self.interval).max(4 * u64::from(self.rx_rttval));
+        self.rx_rto = rto.clamp(u64::from(self.rx_minrto), u64::from(self.rto_max)) as u32;
+    }
+
+    /// Drops acknowledged segments from the front of `snd_buf` and advances `snd_una`.
+    fn shrink_buf(&mut self) {
+        while self.snd_buf.front().is_some_and(|s| s.acked) {
+            if let Some(seg) = self.snd_buf.pop_front() {
+                self.free_buf(seg.data);
+            }
+        }
+        self.snd_una = self.snd_buf.front().map_or(self.snd_nxt, |s| s.sn);
+    }
+
+    fn parse_una(&mut self, una: u32) {
+        while self.snd_buf.front().is_some_and(|s| diff(una, s.sn) > 0) {
+            if let Some(seg) = self.snd_buf.pop_front() {
+                if !seg.acked {
+                    self.nsnd_buf -= 1;
+                }
+                self.free_buf(seg.data);
+            }
+        }
+        self.shrink_buf();
+    }
+
+    fn parse_ack(&mut self, sn: u32) {
+        if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
+            return;
+        }
+        let idx = sn.wrapping_sub(self.snd_una) as usize;
+        let Some(seg) = self.snd_buf.get_mut(idx) else {
+            return;
+        };
+        if !seg.acked {
+            seg.acked = true;
+            let data = std::mem::take(&mut seg.data);
+            self.nsnd_buf -= 1;
+            self.free_buf(data);
+        }
+        self.shrink_buf();
+    }
+
+    fn parse_fastack(&mut self, sn: u32, ts: u32) {
+        if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
+            return;
+        }
+        for seg in self.snd_buf.iter_mut() {
+            if diff(sn, seg.sn) <= 0 {
+                break;
+            }
+            if !seg.acked && diff(ts, seg.ts) >= 0 {
+                seg.fastack += 1;
+            }
+        }
+    }
+
+    fn parse_push(&mut self, hdr: &SegmentHeader, payload: &[u8]) {
+        let sn = hdr.sn;
+        if diff(sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) >= 0 {
+            return; // beyond the window: no ACK, the peer will retry
+        }
+        // Bounded: a flush empties the list; between flushes a packet adds at most
+        // mtu / 24 entries, and a flood without flushes is capped here.
+        if self.acklist.len() < 4 * self.rcv_wnd as usize {
+            self.acklist.push((sn, hdr.ts));
+        }
+        if diff(sn, self.rcv_nxt) < 0 {
+            return; // duplicate of delivered data: ACK only
+        }
+        let off = sn.wrapping_sub(self.rcv_nxt);
+        // rcv_buf is sorted; in-order arrival (the common case) appends.
+        let pos = self
+            .rcv_buf
+            .partition_point(|s| s.sn.wrapping_sub(self.rcv_nxt) < off);
+        if self.rcv_buf.get(pos).is_some_and(|s| s.sn == sn) {
+            return;
+        }
+        let mut buf = self.alloc_buf();
+        buf.extend_from_slice(payload);
+        let mut seg = Segment::new(buf);
+        seg.sn = sn;
+        seg.ts = hdr.ts;
+        seg.frg = hdr.frg;
+        self.rcv_buf.insert(pos, seg);
+        self.move_rcv_buf();
+    }
+
+    // ---------------------------------------------------------------- congestion control
+    // Sender-side window logic lives in these three functions so a later pacing / BBR-like
+    // controller can replace them.
+
+    /// How many segments may be in flight.
+    fn send_window(&self) -> u32 {
+        let wnd = self.snd_wnd.min(self.rmt_wnd);
+        if self.nocwnd {
+            wnd
+        } else {
+            wnd.min(self.cwnd)
+        }
+    }
+
+    /// `snd_una` advanced: grow the congestion window (ikcp's slow start / avoidance).
+    fn on_ack_progress(&mut self) {
+        if self.cwnd >= self.rmt_wnd {
+            return;
+        }
+        let mss = self.mss as u64;
+        if self.cwnd < self.ssthresh {
+            self.cwnd += 1;
+            self.incr = self.incr.saturating_add(self.mss as u32);
+        } else {
+            let mut incr = u64::from(self.incr).max(mss);
+            incr += (mss * mss) / incr + mss / 16;
+            if (u64::from(self.cwnd) + 1) * mss <= incr {
+                self.cwnd = incr.div_ceil(mss.max(1)).min(u64::from(u32::MAX)) as u32;
+            }
+            self.incr = incr.min(u64::from(u32::MAX)) as u32;
+        }
+        if self.cwnd > self.rmt_wnd {
+            self.cwnd = self.rmt_wnd;
+            self.incr = self.rmt_wnd.saturating_mul(self.mss as u32);
+        }
+    }
+
+    /// After a flush: react to fast retransmits (`fast`) and timeouts (`lost`).
+    fn on_flush_losses(&mut self, fast: bool, lost: bool, cwnd_used: u32) {
+        if fast {
+            let inflight = self.snd_nxt.wrapping_sub(self.snd_una);
+            self.ssthresh = (inflight / 2).max(THRESH_MIN);
+            self.cwnd = self.ssthresh.saturating_add(self.fastresend_threshold());
+            self.incr = self.cwnd.saturating_mul(self.mss as u32);
+        }
+        if lost {
+            self.ssthresh = (cwnd_used / 2).max(THRESH_MIN);
+            self.cwnd = 1;
+            self.incr = self.mss as u32;
+        }
+        if self.cwnd < 1 {
+            self.cwnd = 1;
+            self.incr = self.mss as u32;
+        }
+    }
+
+    fn fastresend_threshold(&self) -> u32 {
+        if self.fastresend > 0 {
+            self.fastresend
+        } else {
+            u32::MAX
+        }
+    }
+
+    // ------------------------------------------------------------------------------ flush
+
+    /// Emits everything due at `now`: ACKs, window probes, new data the windows allow, and
+    /// retransmissions. Each packet handed to `out` is at most `mtu` bytes.
+    pub fn flush<F: FnMut(&[u8])>(&mut self, now: u32, mut out: F) {
+        self.current = now;
+        let mut pkt = std::mem::take(&mut self.buffer);
+        pkt.clear();
+        let wnd = self.wnd_unused();
+        let mut ctl = SegmentHeader {
+            conv: self.conv,
+            cmd: CMD_ACK,
+            frg: 0,
+            wnd,
+            ts: 0,
+            sn: 0,
+            una: self.rcv_nxt,
+            len: 0,
+        };
+
+        for i in 0..self.acklist.len() {
+            (ctl.sn, ctl.ts) = self.acklist[i];
+            self.put(&mut pkt, &ctl, &[], &mut out);
+        }
+        self.stats.acks_sent += self.acklist.len() as u64;
+        self.acklist.clear();
+
+        self.update_probe();
+        if self.probe & ASK_SEND != 0 {
+            ctl.cmd = CMD_WASK;
+            (ctl.sn, ctl.ts) = (0, 0);
+            self.put(&mut pkt, &ctl, &[], &mut out);
+            self.stats.probes_sent += 1;
+        }
+        if self.probe & ASK_TELL != 0 {
+            ctl.cmd = CMD_WINS;
+            (ctl.sn, ctl.ts) = (0, 0);
+            self.put(&mut pkt, &ctl, &[], &mut out);
+        }
+        self.probe = 0;
+
+        let cwnd = self.send_window();
+        self.move_queue_to_flight(cwnd);
+
+        let resent = self.fastresend_threshold();
+        let rtomin = if self.nodelay == 0 {
+            self.rx_rto >> 3
+        } else {
+            0
+        };
+        let (mut fast, mut lost) = (false, false);
+        for i in 0..self.snd_buf.len() {
+            let seg = &mut self.snd_buf[i];
+            if seg.acked {
+                continue;
+            }
+            if seg.xmit == 0 {
+                seg.xmit = 1;
+                seg.rto = self.rx_rto;
+                seg.resendts = now.wrapping_add(seg.rto + rtomin);
+                self.stats.segs_sent += 1;
+                self.stats.data_bytes_sent += seg.data.len() as u64;
+            } else if diff(now, seg.resendts) >= 0 {
+                seg.xmit += 1;
+                let step = match self.nodelay {
+                    0 => seg.rto.max(self.rx_rto),
+                    1 => seg.rto / 2,
+                    _ => self.rx_rto / 2,
+                };
+                seg.rto = seg.rto.saturating_add(step).min(SEG_RTO_CAP);
+                seg.resendts = now.wrapping_add(seg.rto);
+                lost = true;
+                self.stats.retrans_timeout += 1;
+            } else if seg.fastack >= resent && seg.xmit <= FASTACK_LIMIT {
+                seg.xmit += 1;
+                seg.fastack = 0;
+                seg.resendts = now.wrapping_add(seg.rto);
+                fast = true;
+                self.stats.retrans_fast += 1;
+            } else {
+                continue;
+            }
+            seg.ts = now;
+            if seg.xmit >= self.dead_link {
+                self.dead = true;
+            }
+            let hdr = SegmentHeader {
+                conv: self.conv,
+                cmd: CMD_PUSH,
+                frg: seg.frg,
+                wnd,
+                ts: now,
+                sn: seg.sn,
+                una: self.rcv_nxt,
+                len: seg.data.len() as u32,
+            };
+            // Split borrow: the payload lives in snd_buf, the packet in `pkt`.
+            let need = OVERHEAD + seg.data.len();
+            if pkt.len() + need > self.mtu && !pkt.is_empty() {
+                Self::emit_packet(&mut self.stats, &mut pkt, &mut out);
+            }
+            let start = pkt.len();
+            pkt.resize(start + OVERHEAD, 0);
+            hdr.emit(&mut pkt[start..], self.order);
+            pkt.extend_from_slice(&self.snd_buf[i].data);
+        }
+        if !pkt.is_empty() {
+            Self::emit_packet(&mut self.stats, &mut pkt, &mut out);
+        }
+        self.buffer = pkt;
+        self.on_flush_losses(fast, lost, cwnd);
+    }
+
+    /// ikcp_update, deadline driven: flushes when something is due at `now` (see `check`).
+    /// There is no periodic tick, so calling it early is cheap and does nothing.
+    pub fn update<F: FnMut(&[u8])>(&mut self, now: u32, out: F) {
+        if diff(self.check(now), now) <= 0 {
+            self.flush(now, out);
+        }
+    }
+
+    /// Absolute time (wrapping ms) at which `update`/`flush` is next needed: `now` when
+    /// something is due, else the earliest retransmission or probe deadline, else
+    /// `now + IDLE_CHECK` (idle costs no wakeups).
+    pub fn check(&self, now: u32) -> u32 {
+        if !self.acklist.is_empty() || self.probe != 0 {
+            return now;
+        }
+        let mut deadline = now.wrapping_add(IDLE_CHECK);
+        if self.rmt_wnd == 0 {
+            if self.probe_wait == 0 {
+                return now; // the probe timer starts at the next flush
+            }
+            deadline = self.ts_probe;
+        }
+        if !self.snd_queue.is_empty()
+            && diff(self.snd_nxt, self.snd_una.wrapping_add(self.send_window())) < 0
+        {
+            return now;
+        }
+        let resent = self.fastresend_threshold();
+        for seg in self.snd_buf.iter().filter(|s| !s.acked) {
+            if seg.xmit == 0 || (seg.fastack >= resent && seg.xmit <= FASTACK_LIMIT) {
+                return now;
+            }
+            if diff(seg.resendts, deadline) < 0 {
+                deadline = seg.resendts;
+            }
+        }
+        if diff(deadline, now) <= 0 {
+            now
+        } else {
+            deadline
+        }
+    }
+
+    /// Window probing while the peer advertises a zero window (ikcp's backoff 7 s .. 120 s).
+    fn update_probe(&mut self) {
+        if self.rmt_wnd != 0 {
+            self.ts_probe = 0;
+            self.probe_wait = 0;
+            return;
+        }
+        if self.probe_wait == 0 {
+            self.probe_wait = PROBE_INIT;
+            self.ts_probe = self.current.wrapping_add(self.probe_wait);
+        } else if diff(self.current, self.ts_probe) >= 0 {
+            self.probe_wait = self.probe_wait.max(PROBE_INIT);
+            self.probe_wait = (self.probe_wait + self.probe_wait / 2).min(PROBE_LIMIT);
+            self.ts_probe = self.current.wrapping_add(self.probe_wait);
+            self.probe |= ASK_SEND;
+        }
+    }
+
+    fn move_queue_to_flight(&mut self, cwnd: u32) {
+        while diff(self.snd_nxt, self.snd_una.wrapping_add(cwnd)) < 0 {
+            let Some(mut seg) = self.snd_queue.pop_front() else {
+                break;
+            };
+            seg.sn = self.snd_nxt;
+            seg.ts = self.current;
+            seg.resendts = self.current;
+            seg.rto = self.rx_rto;
+            seg.fastack = 0;
+            seg.xmit = 0;
+            seg.acked = false;
+            self.snd_nxt = self.snd_nxt.wrapping_add(1);
+            self.snd_buf.push_back(seg);
+            self.nsnd_buf += 1;
+        }
+    }
+
+    /// Appends one control segment to `pkt`, sending `pkt` first if it would overflow.
+    fn put<F: FnMut(&[u8])>(
+        &mut self,
+        pkt: &mut Vec<u8>,
+        hdr: &SegmentHeader,
+        payload: &[u8],
+        out: &mut F,
+    ) {
+        if pkt.len() + OVERHEAD + payload.len() > self.mtu && !pkt.is_empty() {
+            Self::emit_packet(&mut self.stats, pkt, out);
+        }
+        let start = pkt.len();
+        pkt.resize(start + OVERHEAD, 0);
+        hdr.emit(&mut pkt[start..], self.order);
+        pkt.extend_from_slice(payload);
+    }
+
+    fn emit_packet<F: FnMut(&[u8])>(stats: &mut KcpStats, pkt: &mut Vec<u8>, out: &mut F) {
+        stats.pkts_out += 1;
+        stats.bytes_out += pkt.len() as u64;
+        out(pkt);
+        pkt.clear();
+    }
+}
+
+impl std::fmt::Debug for Kcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kcp")
+            .field("conv", &format_args!("{:#010x}", self.conv))
+            .field("snd_una", &self.snd_una)
+            .field("snd_nxt", &self.snd_nxt)
+            .field("rcv_nxt", &self.rcv_nxt)
+            .field("waitsnd", &self.waitsnd())
+            .field("rto", &self.rx_rto)
+            .finish_non_exhaustive()
+    }
+}
