@@ -17,7 +17,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod event_loop;
 pub mod framing;
 pub mod kcp;
 pub mod logging;
 pub mod proto;
+pub mod session;
+pub mod stats;
+pub mod sys;
+pub mod timer;

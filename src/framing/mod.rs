@@ -15,6 +15,9 @@ mod keys;
 mod replay;
 mod sodium;
 
+/// Random bytes from libsodium's CSPRNG (seeded once; no system call per call after `init`).
+pub use sodium::random_bytes;
+
 pub use keys::{genpsk, key_from_password, key_from_psk, Key, KeyError, KEY_LEN};
 pub use replay::ReplayFilter;
 

@@ -1,0 +1,942 @@
+//! The one event loop: it alone owns mio, the sockets and the clock.
+//!
+//! Each iteration: read the clock once, wait for readiness (or the earliest deadline in the
+//! [`TimerHeap`]), then drain every ready source until `WouldBlock` (with a cap of work per
+//! source), run the timers that are due, and finally flush every conversation that changed,
+//! so a pushed segment or a due ACK leaves in the same iteration in which it became due.
+//! Outgoing datagrams are sealed in place into one batch and leave with `sendmmsg`; incoming
+//! ones arrive with `recvmmsg`.
+//!
+//! Conversations live in a slab indexed by slot; a map from (peer address, conv) finds them
+//! in O(1). Slots freed during an iteration are reused only after it, so a readiness event
+//! still queued for a closed connection can never reach a new one.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, trace, warn};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::config::Config;
+use crate::framing::{Framer, OpenError};
+use crate::kcp::{Kcp, KcpConfig};
+use crate::proto::Session0;
+use crate::session::{Close, Role, Session, State, Timeouts};
+use crate::stats::Stats;
+use crate::sys::{self, Batch, SignalFd, SockOpts};
+use crate::timer::{Millis, TimerHeap};
+
+const UDP: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const LISTENER: Token = Token(2);
+/// Session slot `s` uses token `SESSION_BASE + s`.
+const SESSION_BASE: usize = 16;
+
+/// Timer keys below `TIMER_BASE` belong to the loop; session slot `s` uses `TIMER_BASE + s`.
+const TIMER_PING: usize = 0;
+const TIMER_ACCEPT: usize = 1;
+const TIMER_BASE: usize = 8;
+
+/// Datagrams per `recvmmsg`/`sendmmsg`.
+const BATCH: usize = 64;
+/// Batches of datagrams read per UDP wakeup before other sources get their turn.
+const UDP_ROUNDS: usize = 16;
+/// Connections accepted per wakeup.
+const ACCEPT_CAP: usize = 64;
+/// How long accepting pauses after running out of file descriptors.
+const ACCEPT_BACKOFF: Millis = 100;
+/// Scratch space for one pass of TCP reads or KCP receives.
+const SCRATCH: usize = 64 * 1024;
+/// Entries in the table that limits RESETs to unknown conversations to one a second each.
+const RESET_LIMIT_SLOTS: usize = 1024;
+
+/// What the loop needs from the configuration, resolved once.
+pub struct Settings {
+    pub kcp_bind: Option<SocketAddr>,
+    pub kcp_connect: Option<SocketAddr>,
+    pub listen: Option<SocketAddr>,
+    pub connect: Option<SocketAddr>,
+    pub udp_opts: SockOpts,
+    pub tcp_listen_opts: SockOpts,
+    pub tcp_nodelay: bool,
+    pub tcp_keepalive: bool,
+    pub tcp_sndbuf: usize,
+    pub tcp_rcvbuf: usize,
+    pub kcp_v4: KcpConfig,
+    pub kcp_v6: KcpConfig,
+    /// kcptun-libev's `kcp.flush`: 0 periodic only, 1 flush after sending, 2 also after input.
+    pub flush: u8,
+    pub timeouts: Timeouts,
+    /// UDP keepalive PING period (client), 0 = off.
+    pub ping: Millis,
+    pub max_sessions: usize,
+    pub max_dials: usize,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Settings {
+        let overhead = cfg.method.overhead();
+        let secs = |s: u32| u64::from(s) * 1000;
+        let addr = |a: &Option<crate::config::Addr>| a.as_ref().map(|a| a.addr());
+        Settings {
+            kcp_bind: addr(&cfg.kcp_bind),
+            kcp_connect: addr(&cfg.kcp_connect),
+            listen: addr(&cfg.listen),
+            connect: addr(&cfg.connect),
+            udp_opts: SockOpts {
+                reuseport: cfg.udp.reuseport,
+                sndbuf: cfg.udp.sndbuf as usize,
+                rcvbuf: cfg.udp.rcvbuf as usize,
+                netdev: cfg.netdev.clone(),
+            },
+            tcp_listen_opts: SockOpts {
+                reuseport: cfg.tcp.reuseport,
+                ..SockOpts::default()
+            },
+            tcp_nodelay: cfg.tcp.nodelay,
+            tcp_keepalive: cfg.tcp.keepalive,
+            tcp_sndbuf: cfg.tcp.sndbuf as usize,
+            tcp_rcvbuf: cfg.tcp.rcvbuf as usize,
+            kcp_v4: cfg.kcp_config(false, overhead),
+            kcp_v6: cfg.kcp_config(true, overhead),
+            flush: cfg.kcp.flush.min(2) as u8,
+            timeouts: Timeouts {
+                dial: secs(30),
+                idle: secs(cfg.timeout),
+                keepalive: secs(cfg.timeout.saturating_sub(4)),
+                linger: secs(cfg.linger),
+                time_wait: secs(cfg.time_wait),
+            },
+            ping: secs(cfg.keepalive),
+            max_sessions: cfg.max_sessions as usize,
+            max_dials: cfg.max_dials as usize,
+        }
+    }
+}
+
+/// Sends packets as sealed datagrams through one batch; everything the KCP output callback
+/// needs, kept apart from the session slab so both can be borrowed at once.
+struct Output {
+    udp: UdpSocket,
+    framer: Framer,
+    tx: Batch,
+    stats: Stats,
+    /// When the client last sent anything to its server (for the UDP keepalive).
+    last_tx: Millis,
+    now: Millis,
+}
+
+impl Output {
+    /// Seals `packet` (at most `max_plain` bytes) into the batch for `to`; sends the batch
+    /// when it is full.
+    fn send(&mut self, packet: &[u8], max_plain: usize, to: &SocketAddr) {
+        if self.tx.is_full() {
+            self.send_batch();
+        }
+        let slot = self.tx.next_slot();
+        let len = packet.len();
+        if len + self.framer.overhead() + 15 > slot.len() {
+            self.stats.tx_oversize += 1; // cannot happen with a valid mtu; counted, not fatal
+            return;
+        }
+        slot[..len].copy_from_slice(packet);
+        let n = self.framer.seal(slot, len, max_plain.max(len));
+        self.tx.push(n, to);
+        self.stats.udp_tx_datagrams += 1;
+        self.stats.udp_tx_bytes += n as u64;
+        self.last_tx = self.now;
+    }
+
+    fn send_batch(&mut self) {
+        let queued = self.tx.len();
+        if queued == 0 {
+            return;
+        }
+        match self.tx.send_to(self.udp.as_raw_fd()) {
+            Ok(sent) => self.stats.udp_tx_dropped += (queued - sent) as u64,
+            Err(e) => {
+                self.stats.udp_tx_errors += 1;
+                debug!("udp send: {e}");
+            }
+        }
+    }
+}
+
+pub struct EventLoop {
+    poll: Poll,
+    st: Settings,
+    out: Output,
+    listener: Option<TcpListener>,
+    signals: SignalFd,
+    sessions: Vec<Option<Session>>,
+    free_slots: Vec<usize>,
+    /// Slots freed in this iteration; reusable from the next one.
+    freed_now: Vec<usize>,
+    by_key: HashMap<(SocketAddr, u32), usize>,
+    timers: TimerHeap,
+    /// Sessions touched in this iteration, to flush and reschedule at its end.
+    dirty: Vec<usize>,
+    dirty_flag: Vec<bool>,
+    /// Sessions that stopped at the work cap and want another turn.
+    again: Vec<usize>,
+    rx: Batch,
+    scratch: Vec<u8>,
+    start: Instant,
+    now: Millis,
+    next_conv: u32,
+    open_sessions: usize,
+    pending_dials: usize,
+    accept_paused: bool,
+    reset_limit: Vec<(u64, Millis)>,
+    /// Client: the last time anything authenticated arrived from the server.
+    pub last_server_rx: Millis,
+    stopping: bool,
+}
+
+impl EventLoop {
+    pub fn new(st: Settings, framer: Framer) -> io::Result<EventLoop> {
+        let poll = Poll::new()?;
+        let bind = match (st.kcp_bind, st.kcp_connect) {
+            (Some(b), _) => b,
+            (None, Some(SocketAddr::V6(_))) => "[::]:0".parse().unwrap(),
+            (None, _) => "0.0.0.0:0".parse().unwrap(),
+        };
+        let mut udp = sys::udp_bind(&bind, &st.udp_opts)
+            .map_err(|e| io::Error::new(e.kind(), format!("udp bind {bind}: {e}")))?;
+        let (snd, rcv) = sys::buffer_sizes(udp.as_raw_fd());
+        info!(
+            "udp socket on {} (kernel buffers: send {snd} B, receive {rcv} B)",
+            udp.local_addr()?
+        );
+        poll.registry()
+            .register(&mut udp, UDP, Interest::READABLE)?;
+        let mut listener = match st.listen {
+            Some(addr) => {
+                let l = sys::tcp_listen(&addr, &st.tcp_listen_opts)
+                    .map_err(|e| io::Error::new(e.kind(), format!("listen {addr}: {e}")))?;
+                info!("listening on tcp {}", l.local_addr()?);
+                Some(l)
+            }
+            None => None,
+        };
+        if let Some(l) = listener.as_mut() {
+            poll.registry().register(l, LISTENER, Interest::READABLE)?;
+        }
+        let signals = SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
+        poll.registry().register(
+            &mut SourceFd(&signals.as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
+        let mut seed = [0u8; 4];
+        crate::framing::random_bytes(&mut seed);
+        Ok(EventLoop {
+            poll,
+            out: Output {
+                udp,
+                framer,
+                tx: Batch::new(BATCH),
+                stats: Stats::default(),
+                last_tx: 0,
+                now: 0,
+            },
+            st,
+            listener,
+            signals,
+            sessions: Vec::new(),
+            free_slots: Vec::new(),
+            freed_now: Vec::new(),
+            by_key: HashMap::new(),
+            timers: TimerHeap::new(),
+            dirty: Vec::new(),
+            dirty_flag: Vec::new(),
+            again: Vec::new(),
+            rx: Batch::new(BATCH),
+            scratch: vec![0; SCRATCH],
+            start: Instant::now(),
+            now: 0,
+            next_conv: u32::from_ne_bytes(seed),
+            open_sessions: 0,
+            pending_dials: 0,
+            accept_paused: false,
+            reset_limit: vec![(0, 0); RESET_LIMIT_SLOTS],
+            last_server_rx: 0,
+            stopping: false,
+        })
+    }
+
+    pub fn udp_local_addr(&self) -> io::Result<SocketAddr> {
+        self.out.udp.local_addr()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.out.stats
+    }
+
+    fn kcp_now(&self) -> u32 {
+        self.now as u32
+    }
+
+    fn tick_clock(&mut self) {
+        self.now = self.start.elapsed().as_millis() as Millis;
+        self.out.now = self.now;
+    }
+
+    /// Runs until SIGINT or SIGTERM.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        self.tick_clock();
+        if self.st.kcp_connect.is_some() {
+            // A PING first: it tells the operator at once whether the server answers.
+            self.send_ping();
+        }
+        while !self.stopping {
+            let timeout = if !self.again.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                self.timers.peek().map(|(at, _)| {
+                    let now = self.start.elapsed().as_millis() as Millis;
+                    Duration::from_millis(at.saturating_sub(now))
+                })
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.tick_clock();
+            for ev in events.iter() {
+                match ev.token() {
+                    UDP => self.on_udp(),
+                    LISTENER => self.on_accept(),
+                    SIGNALS => self.on_signal(),
+                    Token(t) if t >= SESSION_BASE => {
+                        self.on_tcp(t - SESSION_BASE, ev.is_readable(), ev.is_writable())
+                    }
+                    _ => {}
+                }
+            }
+            let again = std::mem::take(&mut self.again);
+            for slot in &again {
+                self.service(*slot);
+            }
+            self.again = again;
+            self.again.clear();
+            self.run_timers();
+            self.finish_iteration();
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    // ----- UDP input -----
+
+    fn on_udp(&mut self) {
+        // The receive batch is moved out while its datagrams are dispatched, so that the
+        // packet handlers can borrow the loop; a zero-slot batch allocates nothing.
+        let mut rx = std::mem::replace(&mut self.rx, Batch::new(0));
+        for _ in 0..UDP_ROUNDS {
+            let n = match rx.recv_from(self.out.udp.as_raw_fd()) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    self.out.stats.udp_rx_errors += 1;
+                    debug!("udp receive: {e}");
+                    break;
+                }
+            };
+            for i in 0..n {
+                let (buf, from) = rx.received(i);
+                let Some(from) = from else { continue };
+                self.out.stats.udp_rx_datagrams += 1;
+                self.out.stats.udp_rx_bytes += buf.len() as u64;
+                match self.out.framer.open(buf) {
+                    Ok(plain) => self.on_packet(&buf[..plain], from),
+                    Err(e) => {
+                        match e {
+                            OpenError::Length => self.out.stats.drop_short += 1,
+                            OpenError::Auth => self.out.stats.drop_auth += 1,
+                            OpenError::Replay => self.out.stats.drop_replay += 1,
+                        }
+                        trace!("drop datagram from {from}: {e}");
+                    }
+                }
+            }
+            if n < rx.capacity() {
+                break;
+            }
+        }
+        self.rx = rx;
+    }
+
+    fn on_packet(&mut self, p: &[u8], from: SocketAddr) {
+        if p.len() < 4 {
+            self.out.stats.drop_malformed += 1;
+            return;
+        }
+        if Some(from) == self.st.kcp_connect {
+            self.last_server_rx = self.now;
+        }
+        let conv = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+        if conv == 0 {
+            return self.on_session0(p, from);
+        }
+        let slot = match self.by_key.get(&(from, conv)) {
+            Some(&s) => s,
+            None => match self.accept_conversation(p, from, conv) {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        let now32 = self.kcp_now();
+        let sess = self.sessions[slot].as_mut().expect("mapped slot is live");
+        if let State::TimeWait { reset: true } = sess.state {
+            // A conversation we reset: the peer has not heard yet. Tell it again (limited).
+            self.reply_reset(from, conv);
+            return;
+        }
+        if sess.kcp.input(now32, p).is_err() {
+            self.out.stats.drop_malformed += 1;
+            return;
+        }
+        self.out.stats.kcp_rx_packets += 1;
+        if sess.role == Role::Client && !sess.established {
+            sess.established = true;
+        }
+        self.service(slot);
+    }
+
+    /// An authenticated packet for an unknown (address, conv): open a server-side
+    /// conversation when it is the start of one, else answer RESET (at most once a second).
+    fn accept_conversation(&mut self, p: &[u8], from: SocketAddr, conv: u32) -> Option<usize> {
+        if self.st.connect.is_none() || self.stopping || !is_conversation_start(p) {
+            self.out.stats.drop_unknown_conv += 1;
+            self.reply_reset(from, conv);
+            return None;
+        }
+        if self.open_sessions >= self.st.max_sessions {
+            self.out.stats.refused_sessions += 1;
+            if self.out.stats.refused_sessions.is_power_of_two() {
+                warn!(
+                    "session limit {} reached: refused {} conversations so far",
+                    self.st.max_sessions, self.out.stats.refused_sessions
+                );
+            }
+            return None;
+        }
+        let cfg = match from {
+            SocketAddr::V4(_) => &self.st.kcp_v4,
+            SocketAddr::V6(_) => &self.st.kcp_v6,
+        };
+        let kcp = Kcp::new(conv, cfg);
+        let sess = Session::new(conv, from, Role::Server, kcp, self.now);
+        let slot = self.insert(sess);
+        debug!("conv {conv:#010x}: new conversation from {from}");
+        Some(slot)
+    }
+
+    fn on_session0(&mut self, p: &[u8], from: SocketAddr) {
+        let msg = match Session0::parse(p) {
+            Ok(m) => m,
+            Err(_) => {
+                self.out.stats.drop_malformed += 1;
+                return;
+            }
+        };
+        match msg {
+            Session0::Ping(ts) => {
+                let mut buf = [0u8; 16];
+                let n = Session0::Pong(ts).emit(&mut buf);
+                self.out.send(&buf[..n], 0, &from);
+                self.mark_udp_dirty();
+            }
+            Session0::Pong(ts) => {
+                let rtt = self.kcp_now().wrapping_sub(ts);
+                trace!("pong from {from}: rtt {rtt} ms");
+            }
+            Session0::Reset(conv) => {
+                if let Some(&slot) = self.by_key.get(&(from, conv)) {
+                    let sess = self.sessions[slot].as_mut().expect("live");
+                    if sess.is_open() {
+                        debug!("conv {conv:#010x}: reset by peer");
+                        self.close(slot, Close::ResetByPeer);
+                    }
+                }
+            }
+            _ => self.out.stats.drop_session0_other += 1,
+        }
+    }
+
+    fn reply_reset(&mut self, to: SocketAddr, conv: u32) {
+        // One entry per (address, conv) hash: a flood of unknown conversations costs a
+        // bounded table, and each gets at most one RESET a second.
+        let h = hash_key(&to, conv);
+        let e = &mut self.reset_limit[(h as usize) % RESET_LIMIT_SLOTS];
+        if e.0 == h && self.now < e.1 + 1000 {
+            return;
+        }
+        *e = (h, self.now);
+        let mut buf = [0u8; 16];
+        let n = Session0::Reset(conv).emit(&mut buf);
+        self.out.send(&buf[..n], 0, &to);
+        self.out.stats.resets_sent += 1;
+        self.mark_udp_dirty();
+    }
+
+    fn send_ping(&mut self) {
+        if let Some(server) = self.st.kcp_connect {
+            let mut buf = [0u8; 16];
+            let n = Session0::Ping(self.kcp_now()).emit(&mut buf);
+            self.out.send(&buf[..n], 0, &server);
+            self.mark_udp_dirty();
+        }
+        if self.st.ping > 0 {
+            self.timers.set(TIMER_PING, self.out.last_tx + self.st.ping);
+        }
+    }
+
+    fn mark_udp_dirty(&mut self) {
+        // Session-0 datagrams ride in the same batch; finish_iteration sends it.
+    }
+
+    // ----- TCP -----
+
+    fn on_accept(&mut self) {
+        if self.accept_paused {
+            return;
+        }
+        for _ in 0..ACCEPT_CAP {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            let (stream, addr) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: the connection stays in the backlog; try again
+                    // shortly instead of spinning on a listener that stays readable.
+                    warn!("accept: {e}; pausing accept for {ACCEPT_BACKOFF} ms");
+                    self.out.stats.accept_errors += 1;
+                    self.accept_paused = true;
+                    self.timers.set(TIMER_ACCEPT, self.now + ACCEPT_BACKOFF);
+                    return;
+                }
+            };
+            self.new_client_session(stream, addr);
+        }
+        // More may be waiting: edge-triggered, so come back next iteration.
+        self.timers.set(TIMER_ACCEPT, self.now);
+    }
+
+    fn new_client_session(&mut self, mut stream: TcpStream, addr: SocketAddr) {
+        let Some(server) = self.st.kcp_connect else {
+            return;
+        };
+        if self.open_sessions >= self.st.max_sessions || self.stopping {
+            self.out.stats.refused_sessions += 1;
+            return; // dropping the stream closes it
+        }
+        let conv = self.alloc_conv(server);
+        sys::tune_tcp(
+            stream.as_raw_fd(),
+            self.st.tcp_nodelay,
+            self.st.tcp_keepalive,
+            self.st.tcp_sndbuf,
+            self.st.tcp_rcvbuf,
+        );
+        let cfg = match server {
+            SocketAddr::V4(_) => &self.st.kcp_v4,
+            SocketAddr::V6(_) => &self.st.kcp_v6,
+        };
+        let kcp = Kcp::new(conv, cfg);
+        let mut sess = Session::new(conv, server, Role::Client, kcp, self.now);
+        let slot = self.next_slot();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(SESSION_BASE + slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("register accepted connection: {e}");
+            self.free_slots.push(slot);
+            return;
+        }
+        sess.start_client(stream);
+        debug!("conv {conv:#010x}: accepted {addr}");
+        self.put(slot, sess);
+        self.service(slot);
+        self.mark_dirty(slot);
+    }
+
+    fn alloc_conv(&mut self, peer: SocketAddr) -> u32 {
+        loop {
+            self.next_conv = self.next_conv.wrapping_add(1);
+            let c = self.next_conv;
+            if c != 0 && !self.by_key.contains_key(&(peer, c)) {
+                return c;
+            }
+        }
+    }
+
+    fn start_dial(&mut self, slot: usize) {
+        let Some(target) = self.st.connect else {
+            return;
+        };
+        let conv = self.sessions[slot].as_ref().map_or(0, |s| s.conv);
+        if self.pending_dials >= self.st.max_dials {
+            self.out.stats.refused_dials += 1;
+            if self.out.stats.refused_dials.is_power_of_two() {
+                warn!(
+                    "pending dial limit {} reached: refused {} so far",
+                    self.st.max_dials, self.out.stats.refused_dials
+                );
+            }
+            self.close(slot, Close::DialFailed);
+            return;
+        }
+        let mut stream = match TcpStream::connect(target) {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("conv {conv:#010x}: connect {target}: {e}");
+                self.out.stats.dial_failures += 1;
+                self.close(slot, Close::DialFailed);
+                return;
+            }
+        };
+        sys::tune_tcp(
+            stream.as_raw_fd(),
+            self.st.tcp_nodelay,
+            self.st.tcp_keepalive,
+            self.st.tcp_sndbuf,
+            self.st.tcp_rcvbuf,
+        );
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(SESSION_BASE + slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("conv {conv:#010x}: register dialled connection: {e}");
+            self.close(slot, Close::DialFailed);
+            return;
+        }
+        debug!("conv {conv:#010x}: dialling {target}");
+        self.pending_dials += 1;
+        if let Some(s) = self.sessions[slot].as_mut() {
+            s.start_dial(stream);
+        }
+    }
+
+    fn on_tcp(&mut self, slot: usize, readable: bool, writable: bool) {
+        let Some(sess) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        if !sess.is_open() {
+            return;
+        }
+        let was_dialing = sess.dialing;
+        if let Err(why) = sess.on_tcp_event(readable, writable) {
+            if was_dialing {
+                self.pending_dials -= 1;
+                self.out.stats.dial_failures += 1;
+            }
+            return self.close(slot, why);
+        }
+        if was_dialing && !sess.dialing {
+            self.pending_dials -= 1;
+            debug!("conv {:#010x}: connected", sess.conv);
+        }
+        self.service(slot);
+    }
+
+    /// Moves data both ways for one session and handles what that reveals. The session is
+    /// marked dirty: its packets are flushed and its deadline recomputed at the end of the
+    /// iteration.
+    fn service(&mut self, slot: usize) {
+        let now = self.now;
+        let Some(sess) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        let r = sess
+            .pump_kcp_to_tcp(&mut self.scratch, now)
+            .and_then(|more_out| Ok(sess.pump_tcp_to_kcp(&mut self.scratch, now)? || more_out));
+        match r {
+            Err(why) => self.close(slot, why),
+            Ok(more) => {
+                if more {
+                    self.again.push(slot);
+                }
+                if sess.want_dial {
+                    self.start_dial(slot);
+                }
+                self.mark_dirty(slot);
+            }
+        }
+    }
+
+    // ----- timers -----
+
+    fn run_timers(&mut self) {
+        while let Some(key) = self.timers.pop_due(self.now) {
+            match key {
+                TIMER_PING => {
+                    if self.now >= self.out.last_tx + self.st.ping {
+                        self.send_ping();
+                    } else {
+                        self.timers.set(TIMER_PING, self.out.last_tx + self.st.ping);
+                    }
+                }
+                TIMER_ACCEPT => {
+                    self.accept_paused = false;
+                    self.on_accept();
+                }
+                k => self.on_session_timer(k - TIMER_BASE),
+            }
+        }
+    }
+
+    fn on_session_timer(&mut self, slot: usize) {
+        let now = self.now;
+        let now32 = self.kcp_now();
+        let Some(sess) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        let (at, why) = sess.protocol_deadline(&self.st.timeouts);
+        if now >= at {
+            if let Some(why) = why {
+                if sess.is_open() {
+                    debug!("conv {:#010x}: {why:?}", sess.conv);
+                    return self.close(slot, why);
+                }
+                return self.remove(slot);
+            }
+        }
+        sess.keepalive_due(now, &self.st.timeouts);
+        let out = &mut self.out;
+        let peer = sess.peer;
+        let mtu = sess.kcp.mss() + crate::kcp::OVERHEAD;
+        sess.kcp.update(now32, |pkt| out.send(pkt, mtu, &peer));
+        if sess.is_open() && sess.kcp.is_dead() {
+            debug!("conv {:#010x}: link dead", sess.conv);
+            return self.close(slot, Close::Timeout("link dead"));
+        }
+        // ACKs may have freed window: let TCP move again.
+        self.service(slot);
+        self.mark_dirty(slot);
+    }
+
+    fn on_signal(&mut self) {
+        while let Some(sig) = self.signals.next() {
+            match sig {
+                libc::SIGHUP => info!("SIGHUP: configuration reload is not supported yet"),
+                _ => {
+                    info!("signal {sig}: shutting down");
+                    self.stopping = true;
+                }
+            }
+        }
+    }
+
+    // ----- end of iteration -----
+
+    fn finish_iteration(&mut self) {
+        let now32 = self.kcp_now();
+        let dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            self.dirty_flag[slot] = false;
+            let Some(sess) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
+                continue;
+            };
+            let out = &mut self.out;
+            let peer = sess.peer;
+            let mtu = sess.kcp.mss() + crate::kcp::OVERHEAD;
+            if self.st.flush > 0 || !sess.is_open() {
+                sess.kcp.flush(now32, |pkt| out.send(pkt, mtu, &peer));
+            }
+            if sess.is_done() {
+                debug!("conv {:#010x}: closed", sess.conv);
+                self.close(slot, Close::Done);
+            }
+            self.reschedule(slot);
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+        self.out.send_batch();
+        // Slots freed in this iteration become reusable now that its events are spent.
+        self.free_slots.append(&mut self.freed_now);
+    }
+
+    fn reschedule(&mut self, slot: usize) {
+        let Some(sess) = self.sessions.get(slot).and_then(|s| s.as_ref()) else {
+            return;
+        };
+        let now32 = self.now as u32;
+        let (proto_at, _) = sess.protocol_deadline(&self.st.timeouts);
+        let kcp_at = self.now + (sess.kcp.check(now32).wrapping_sub(now32) as i32).max(0) as u64;
+        self.timers.set(TIMER_BASE + slot, proto_at.min(kcp_at));
+    }
+
+    fn mark_dirty(&mut self, slot: usize) {
+        if slot >= self.dirty_flag.len() {
+            self.dirty_flag.resize(slot + 1, false);
+        }
+        if !self.dirty_flag[slot] {
+            self.dirty_flag[slot] = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    // ----- slab -----
+
+    fn next_slot(&mut self) -> usize {
+        self.free_slots.pop().unwrap_or_else(|| {
+            self.sessions.push(None);
+            self.sessions.len() - 1
+        })
+    }
+
+    fn put(&mut self, slot: usize, sess: Session) {
+        self.by_key.insert((sess.peer, sess.conv), slot);
+        self.sessions[slot] = Some(sess);
+        self.open_sessions += 1;
+        self.out.stats.sessions_opened += 1;
+    }
+
+    fn insert(&mut self, sess: Session) -> usize {
+        let slot = self.next_slot();
+        self.put(slot, sess);
+        slot
+    }
+
+    /// Ends the open phase of a session: tells the peer if needed, closes TCP, TIME_WAIT.
+    fn close(&mut self, slot: usize, why: Close) {
+        let now = self.now;
+        let Some(sess) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        if !sess.is_open() {
+            return;
+        }
+        if sess.dialing {
+            self.pending_dials -= 1;
+        }
+        if let Some(tcp) = sess.tcp.as_mut() {
+            let _ = self.poll.registry().deregister(tcp);
+        }
+        match why {
+            Close::Done => {}
+            Close::Timeout(what) => debug!("conv {:#010x}: {what}", sess.conv),
+            _ => debug!("conv {:#010x}: closing: {why:?}", sess.conv),
+        }
+        let (conv, peer) = (sess.conv, sess.peer);
+        self.out.stats.tcp_rx_bytes += sess.tcp_rx_bytes;
+        self.out.stats.tcp_tx_bytes += sess.tcp_tx_bytes;
+        sess.tcp_rx_bytes = 0;
+        sess.tcp_tx_bytes = 0;
+        sess.close(why, now);
+        self.open_sessions -= 1;
+        if why.tells_peer() {
+            let mut buf = [0u8; 16];
+            let n = Session0::Reset(conv).emit(&mut buf);
+            self.out.send(&buf[..n], 0, &peer);
+            self.out.stats.resets_sent += 1;
+        }
+        self.mark_dirty(slot);
+    }
+
+    /// Forgets a session whose TIME_WAIT ended.
+    fn remove(&mut self, slot: usize) {
+        if let Some(sess) = self.sessions.get_mut(slot).and_then(|s| s.take()) {
+            self.by_key.remove(&(sess.peer, sess.conv));
+            self.timers.remove(TIMER_BASE + slot);
+            self.freed_now.push(slot);
+            trace!("conv {:#010x}: forgotten", sess.conv);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.tick_clock();
+        let live: Vec<usize> = (0..self.sessions.len())
+            .filter(|&s| self.sessions[s].as_ref().is_some_and(|x| x.is_open()))
+            .collect();
+        for slot in live {
+            self.close(slot, Close::Shutdown);
+        }
+        self.out.send_batch();
+        info!(
+            "stopped: {} conversations served",
+            self.out.stats.sessions_opened
+        );
+    }
+}
+
+/// A packet can open a conversation only if it carries a PUSH and its sender has seen
+/// nothing from us yet (una 0 on every segment): a packet of a conversation the server has
+/// forgotten (after a restart) gets a RESET instead of a half-dead conversation.
+fn is_conversation_start(p: &[u8]) -> bool {
+    let mut off = 0;
+    let mut push = false;
+    while p.len() - off >= 24 {
+        let h = &p[off..off + 24];
+        let cmd = h[4];
+        let una = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+        let len = u32::from_be_bytes([h[20], h[21], h[22], h[23]]) as usize;
+        if una != 0 {
+            return false;
+        }
+        if cmd == 81 {
+            push = true;
+        }
+        off += 24;
+        if len > p.len() - off {
+            break;
+        }
+        off += len;
+    }
+    push
+}
+
+fn hash_key(addr: &SocketAddr, conv: u32) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    addr.hash(&mut h);
+    conv.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(cmd: u8, sn: u32, una: u32, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&0x1234u32.to_be_bytes());
+        v.extend_from_slice(&[cmd, 0, 1, 0]);
+        v.extend_from_slice(&0u32.to_be_bytes());
+        v.extend_from_slice(&sn.to_be_bytes());
+        v.extend_from_slice(&una.to_be_bytes());
+        v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn conversation_start_needs_push_and_una_zero() {
+        assert!(is_conversation_start(&seg(81, 0, 0, b"\0\0\0\x04")));
+        let mut two = seg(82, 0, 0, b"");
+        two.extend(seg(81, 1, 0, b"xyz"));
+        assert!(is_conversation_start(&two));
+        assert!(!is_conversation_start(&seg(82, 0, 0, b"")));
+        assert!(!is_conversation_start(&seg(81, 5, 3, b"late")));
+        // An absurd length is not a panic.
+        let mut bad = seg(81, 0, 0, b"");
+        bad[20..24].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(is_conversation_start(&bad));
+        assert!(!is_conversation_start(&[0u8; 10]));
+    }
+}

@@ -1,0 +1,41 @@
+//! Process-wide counters kept on the data path.
+//!
+//! Plain integers, bumped without allocation or atomics (one thread). The operations layer
+//! reads them for `/stats` and `/metrics`; the tests read them to prove that hostile
+//! datagrams were dropped for the right reason.
+
+/// Every counter only grows; rates are derived by whoever reads them.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub udp_rx_datagrams: u64,
+    pub udp_rx_bytes: u64,
+    pub udp_tx_datagrams: u64,
+    pub udp_tx_bytes: u64,
+    /// Datagrams the kernel refused (full socket buffer); KCP retransmits them.
+    pub udp_tx_dropped: u64,
+    pub udp_tx_errors: u64,
+    pub udp_rx_errors: u64,
+    pub tx_oversize: u64,
+    /// Dropped: shorter than the AEAD overhead (or cut short by the kernel).
+    pub drop_short: u64,
+    /// Dropped: failed authentication.
+    pub drop_auth: u64,
+    /// Dropped: authentic, but its nonce was seen before.
+    pub drop_replay: u64,
+    /// Dropped: authentic but not a valid KCP packet or session-0 message.
+    pub drop_malformed: u64,
+    /// Dropped: for a conversation we do not have (answered with a rate-limited RESET).
+    pub drop_unknown_conv: u64,
+    /// Session-0 messages we parse but do not act on (rendezvous).
+    pub drop_session0_other: u64,
+    pub kcp_rx_packets: u64,
+    pub resets_sent: u64,
+    pub sessions_opened: u64,
+    pub refused_sessions: u64,
+    pub refused_dials: u64,
+    pub dial_failures: u64,
+    pub accept_errors: u64,
+    /// TCP payload bytes of closed sessions (live ones keep their own until they close).
+    pub tcp_rx_bytes: u64,
+    pub tcp_tx_bytes: u64,
+}

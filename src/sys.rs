@@ -1,0 +1,502 @@
+//! Thin, checked wrappers over the Linux system calls that std and mio do not offer.
+//!
+//! This module owns: batched UDP I/O (`recvmmsg`/`sendmmsg` over buffers allocated once),
+//! socket creation with options that must be set before `bind` (`SO_REUSEPORT`,
+//! `SO_BINDTODEVICE`), integer socket options, and a `signalfd` so that signals arrive as
+//! readiness events in the one event loop. It is one of the two modules allowed to use
+//! `unsafe`; every block says why it is sound.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Turns a C return code into `io::Result`, as mio does.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: callers pass pointers to live, correctly sized objects (see each call site).
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+/// Largest UDP payload a slot holds. Datagrams are at most the configured mtu (<= 1500 in
+/// practice); anything longer is truncated by the kernel and then fails authentication.
+pub const SLOT: usize = 2048;
+
+/// A fixed set of datagram buffers with their addresses, for `recvmmsg` and `sendmmsg`.
+///
+/// Everything is allocated once. The `mmsghdr`/`iovec` arrays point into `data` and `addrs`,
+/// which are never resized, so the pointers stay valid for the life of the batch.
+pub struct Batch {
+    data: Box<[u8]>,
+    addrs: Box<[libc::sockaddr_storage]>,
+    iovs: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+    lens: Box<[usize]>,
+    /// Send side: slots filled so far. Receive side: datagrams received by the last call.
+    count: usize,
+}
+
+impl Batch {
+    pub fn new(slots: usize) -> Batch {
+        let mut data = vec![0u8; slots * SLOT].into_boxed_slice();
+        // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
+        let mut addrs: Box<[libc::sockaddr_storage]> =
+            (0..slots).map(|_| unsafe { mem::zeroed() }).collect();
+        let mut iovs: Box<[libc::iovec]> = (0..slots)
+            .map(|i| libc::iovec {
+                iov_base: data[i * SLOT..].as_mut_ptr().cast(),
+                iov_len: SLOT,
+            })
+            .collect();
+        let hdrs: Box<[libc::mmsghdr]> = (0..slots)
+            .map(|i| {
+                // SAFETY: msghdr is plain old data (padding fields differ between libcs, so
+                // it is built from zero rather than with a struct literal).
+                let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
+                h.msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
+                h.msg_hdr.msg_iov = &mut iovs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        Batch {
+            data,
+            addrs,
+            iovs,
+            hdrs,
+            lens: vec![0; slots].into_boxed_slice(),
+            count: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.hdrs.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.count == self.hdrs.len()
+    }
+
+    /// Received datagram `i`: its bytes (mutable, for opening in place) and its source.
+    pub fn received(&mut self, i: usize) -> (&mut [u8], Option<SocketAddr>) {
+        let addr = sockaddr_to_std(&self.addrs[i]);
+        let len = self.lens[i].min(SLOT);
+        (&mut self.data[i * SLOT..i * SLOT + len], addr)
+    }
+
+    /// The next free send slot, whole (`SLOT` bytes); commit it with [`Batch::push`].
+    pub fn next_slot(&mut self) -> &mut [u8] {
+        let i = self.count;
+        &mut self.data[i * SLOT..(i + 1) * SLOT]
+    }
+
+    /// Marks the slot returned by `next_slot` as a datagram of `len` bytes to `to`.
+    pub fn push(&mut self, len: usize, to: &SocketAddr) {
+        let i = self.count;
+        debug_assert!(i < self.hdrs.len() && len <= SLOT);
+        self.lens[i] = len;
+        self.hdrs[i].msg_hdr.msg_namelen = std_to_sockaddr(to, &mut self.addrs[i]);
+        self.count += 1;
+    }
+
+    /// `recvmmsg` into every slot. Returns how many datagrams arrived (0 on `WouldBlock`).
+    pub fn recv_from(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.count = 0;
+        for (i, h) in self.hdrs.iter_mut().enumerate() {
+            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
+            h.msg_hdr.msg_flags = 0;
+            self.iovs[i].iov_len = SLOT;
+        }
+        let n = loop {
+            match syscall!(recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                self.hdrs.len() as _,
+                libc::MSG_DONTWAIT as _,
+                std::ptr::null_mut(),
+            )) {
+                Ok(n) => break n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        };
+        for i in 0..n {
+            // A datagram longer than the slot arrives cut short; mark it so it fails to open.
+            self.lens[i] = if self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                0
+            } else {
+                self.hdrs[i].msg_len as usize
+            };
+        }
+        self.count = n;
+        Ok(n)
+    }
+
+    /// `sendmmsg` of every pushed slot. Returns how many left; the batch is empty afterwards
+    /// either way. Datagrams the kernel refused (`WouldBlock`, a full socket buffer) are
+    /// dropped: KCP retransmits them, and the caller counts them.
+    pub fn send_to(&mut self, fd: RawFd) -> io::Result<usize> {
+        let total = self.count;
+        let mut sent = 0;
+        for i in 0..total {
+            self.iovs[i].iov_len = self.lens[i];
+        }
+        let mut result = Ok(());
+        while sent < total {
+            match syscall!(sendmmsg(
+                fd,
+                self.hdrs[sent..].as_mut_ptr(),
+                (total - sent) as _,
+                libc::MSG_DONTWAIT as _,
+            )) {
+                Ok(n) => sent += n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // One bad destination (e.g. EHOSTUNREACH, EPERM from a firewall) must not
+                    // stop the datagrams behind it.
+                    result = Err(e);
+                    sent += 1;
+                }
+            }
+        }
+        self.count = 0;
+        result.map(|()| sent)
+    }
+}
+
+fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in, which it can contain.
+            let a: &libc::sockaddr_in = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a: &libc::sockaddr_in6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn std_to_sockaddr(addr: &SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr_in.
+            let sin: &mut libc::sockaddr_in =
+                unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as _;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            };
+            mem::size_of::<libc::sockaddr_in>() as _
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6: &mut libc::sockaddr_in6 =
+                unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as _;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_scope_id = a.scope_id();
+            mem::size_of::<libc::sockaddr_in6>() as _
+        }
+    }
+}
+
+/// Options applied to a socket before it is bound.
+#[derive(Clone, Debug, Default)]
+pub struct SockOpts {
+    pub reuseport: bool,
+    pub sndbuf: usize,
+    pub rcvbuf: usize,
+    /// `SO_BINDTODEVICE`: the interface name, for the UDP socket.
+    pub netdev: Option<String>,
+}
+
+fn new_socket(addr: &SocketAddr, ty: libc::c_int) -> io::Result<OwnedFd> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    let fd = syscall!(socket(
+        family,
+        ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        0
+    ))?;
+    // SAFETY: socket() just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn apply_opts(fd: RawFd, opts: &SockOpts) -> io::Result<()> {
+    if opts.reuseport {
+        set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
+    if opts.sndbuf > 0 {
+        set_int(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            clamp_int(opts.sndbuf),
+        )?;
+    }
+    if opts.rcvbuf > 0 {
+        set_int(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            clamp_int(opts.rcvbuf),
+        )?;
+    }
+    if let Some(dev) = &opts.netdev {
+        let name = dev.as_bytes();
+        syscall!(setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        ))?;
+    }
+    Ok(())
+}
+
+fn clamp_int(v: usize) -> libc::c_int {
+    v.min(libc::c_int::MAX as usize) as libc::c_int
+}
+
+fn bind(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+    // SAFETY: all-zero is a valid sockaddr_storage; std_to_sockaddr fills it below.
+    let mut ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let len = std_to_sockaddr(addr, &mut ss);
+    syscall!(bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len))?;
+    Ok(())
+}
+
+/// A non-blocking UDP socket bound to `addr` with `opts` applied before the bind.
+pub fn udp_bind(addr: &SocketAddr, opts: &SockOpts) -> io::Result<mio::net::UdpSocket> {
+    let fd = new_socket(addr, libc::SOCK_DGRAM)?;
+    if let SocketAddr::V6(_) = addr {
+        // Accept IPv4-mapped peers on `[::]`, as kcptun-libev does on a dual-stack host.
+        let _ = set_int(fd.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0);
+    }
+    apply_opts(fd.as_raw_fd(), opts)?;
+    bind(fd.as_raw_fd(), addr)?;
+    Ok(mio::net::UdpSocket::from_std(std::net::UdpSocket::from(fd)))
+}
+
+/// A non-blocking TCP listener on `addr`, with `SO_REUSEADDR` (and `SO_REUSEPORT` if asked).
+pub fn tcp_listen(addr: &SocketAddr, opts: &SockOpts) -> io::Result<mio::net::TcpListener> {
+    let fd = new_socket(addr, libc::SOCK_STREAM)?;
+    set_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    apply_opts(fd.as_raw_fd(), opts)?;
+    bind(fd.as_raw_fd(), addr)?;
+    syscall!(listen(fd.as_raw_fd(), 1024))?;
+    Ok(mio::net::TcpListener::from_std(
+        std::net::TcpListener::from(fd),
+    ))
+}
+
+pub fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    syscall!(setsockopt(
+        fd,
+        level,
+        name,
+        (&v as *const libc::c_int).cast(),
+        mem::size_of::<libc::c_int>() as libc::socklen_t,
+    ))?;
+    Ok(())
+}
+
+pub fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    syscall!(getsockopt(
+        fd,
+        level,
+        name,
+        (&mut v as *mut libc::c_int).cast(),
+        &mut len
+    ))?;
+    Ok(v)
+}
+
+/// The send and receive buffer sizes the kernel actually granted (Linux doubles the request
+/// and clamps it to `net.core.{w,r}mem_max`), for the log.
+pub fn buffer_sizes(fd: RawFd) -> (usize, usize) {
+    let snd = get_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap_or(0);
+    let rcv = get_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap_or(0);
+    (snd.max(0) as usize, rcv.max(0) as usize)
+}
+
+/// TCP socket options from `tcp.*` for an accepted or dialled connection.
+pub fn tune_tcp(fd: RawFd, nodelay: bool, keepalive: bool, sndbuf: usize, rcvbuf: usize) {
+    // Failures here are not fatal: the connection works without them.
+    if nodelay {
+        let _ = set_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+    }
+    if keepalive {
+        let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    }
+    if sndbuf > 0 {
+        let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, clamp_int(sndbuf));
+    }
+    if rcvbuf > 0 {
+        let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, clamp_int(rcvbuf));
+    }
+}
+
+/// Makes the next close of this TCP socket send RST instead of FIN (`SO_LINGER` 0): the
+/// way to tell the local application that the conversation was reset by the peer.
+pub fn set_abortive_close(fd: RawFd) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = syscall!(setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        (&l as *const libc::linger).cast(),
+        mem::size_of::<libc::linger>() as libc::socklen_t,
+    ));
+}
+
+/// A pending error on a socket (`SO_ERROR`), e.g. the outcome of a non-blocking connect.
+pub fn take_error(fd: RawFd) -> Option<io::Error> {
+    match get_int(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
+        Ok(0) => None,
+        Ok(e) => Some(io::Error::from_raw_os_error(e)),
+        Err(e) => Some(e),
+    }
+}
+
+/// Signals delivered as readable events on a file descriptor, so the one event loop handles
+/// them like any other input. The signals are blocked for the process (it is single
+/// threaded), which is what `signalfd` requires.
+pub struct SignalFd {
+    fd: OwnedFd,
+}
+
+impl SignalFd {
+    pub fn new(signals: &[libc::c_int]) -> io::Result<SignalFd> {
+        // SAFETY: sigset_t is plain old data; sigemptyset initialises it before any use.
+        let mut set: libc::sigset_t = unsafe { mem::zeroed() };
+        syscall!(sigemptyset(&mut set))?;
+        for &s in signals {
+            syscall!(sigaddset(&mut set, s))?;
+        }
+        // SAFETY: `set` is initialised; the old mask is not wanted (null).
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        let fd = syscall!(signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))?;
+        // SAFETY: signalfd() just returned this descriptor and nothing else owns it.
+        Ok(SignalFd {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// The next pending signal number, or `None` when none is pending.
+    pub fn next(&self) -> Option<libc::c_int> {
+        // SAFETY: signalfd_siginfo is plain old data.
+        let mut info: libc::signalfd_siginfo = unsafe { mem::zeroed() };
+        loop {
+            match syscall!(read(
+                self.fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                mem::size_of::<libc::signalfd_siginfo>(),
+            )) {
+                Ok(n) if n as usize == mem::size_of::<libc::signalfd_siginfo>() => {
+                    return Some(info.ssi_signo as libc::c_int)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl AsRawFd for SignalFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_round_trip() {
+        for s in ["127.0.0.1:29900", "[::1]:443", "[fe80::1%2]:1", "0.0.0.0:0"] {
+            let a: SocketAddr = s.parse().unwrap();
+            // SAFETY: see sockaddr_to_std.
+            let mut ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
+            std_to_sockaddr(&a, &mut ss);
+            assert_eq!(sockaddr_to_std(&ss), Some(a), "{s}");
+        }
+    }
+
+    #[test]
+    fn batch_send_and_receive_on_loopback() {
+        let opts = SockOpts::default();
+        let a = udp_bind(&"127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        let b = udp_bind(&"127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        let b_addr = b.local_addr().unwrap();
+        let mut tx = Batch::new(8);
+        for i in 0..5u8 {
+            let slot = tx.next_slot();
+            slot[..3].copy_from_slice(&[i, i + 1, i + 2]);
+            tx.push(3 + i as usize, &b_addr);
+        }
+        assert_eq!(tx.send_to(a.as_raw_fd()).unwrap(), 5);
+        assert!(tx.is_empty());
+        let mut rx = Batch::new(8);
+        let mut got = 0;
+        for _ in 0..100 {
+            got += rx.recv_from(b.as_raw_fd()).unwrap();
+            if got == 5 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(got, 5);
+        let (bytes, from) = rx.received(4);
+        assert_eq!(from, Some(a.local_addr().unwrap()));
+        assert_eq!(bytes.len(), 7);
+        assert_eq!(&bytes[..3], &[4, 5, 6]);
+    }
+}
