@@ -75,7 +75,8 @@ pub struct UsageError(pub String);
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (try --help)", self.0)
+        // One line, without a trailing hint: main adds "(try --help)".
+        f.write_str(&self.0)
     }
 }
 
