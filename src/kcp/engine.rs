@@ -176,8 +176,10 @@ impl Kcp {
             snd_wnd: WND_SND_DEF,
             rcv_wnd: WND_RCV_MIN,
             rmt_wnd: WND_RCV_MIN,
-            cwnd: 0,
-            incr: 0,
+            // ikcp starts at 0 and only raises it to 1 at the end of the first flush, so with
+            // the congestion window on its first segment would wait a whole tick.
+            cwnd: 1,
+            incr: (mtu - OVERHEAD) as u32,
             probe: 0,
             ts_probe: 0,
             probe_wait: 0,
@@ -299,7 +301,8 @@ impl Kcp {
         // Oversized buffers (from a peer with a larger mtu) are not worth keeping; the pool
         // never holds more than the windows could need at once.
         let limit = 2 * (self.snd_wnd as usize + self.rcv_wnd as usize);
-        if buf.capacity() <= 2 * self.mss && self.pool.len() < limit {
+        let cap = buf.capacity();
+        if cap >= self.mss && cap <= 2 * self.mss && self.pool.len() < limit {
             buf.clear();
             self.pool.push(buf);
         }
@@ -931,6 +934,27 @@ impl Kcp {
         stats.bytes_out += pkt.len() as u64;
         out(pkt);
         pkt.clear();
+    }
+}
+
+#[cfg(test)]
+impl Kcp {
+    /// Starts both sequence spaces at the given numbers (wraparound tests).
+    pub(crate) fn test_set_seq(&mut self, snd: u32, rcv: u32) {
+        assert!(self.snd_buf.is_empty() && self.rcv_buf.is_empty());
+        (self.snd_una, self.snd_nxt, self.rcv_nxt) = (snd, snd, rcv);
+    }
+
+    /// Lengths of snd_queue, snd_buf, rcv_buf, rcv_queue, acklist, pool.
+    pub(crate) fn test_sizes(&self) -> [usize; 6] {
+        [
+            self.snd_queue.len(),
+            self.snd_buf.len(),
+            self.rcv_buf.len(),
+            self.rcv_queue.len(),
+            self.acklist.len(),
+            self.pool.len(),
+        ]
     }
 }
 

@@ -1,1 +1,708 @@
-//! Unit tests of the engine, grouped by behaviour.
+//! Unit tests of the engine, grouped by behaviour. Packets are moved by hand so each test
+//! controls exactly what is lost, reordered or forged.
+
+use super::*;
+
+const CONV: u32 = 0x1a2b_3c4d;
+
+fn small() -> KcpConfig {
+    // mss 26: easy to count segments.
+    KcpConfig {
+        mtu: 50,
+        ..KcpConfig::default()
+    }
+}
+
+fn flush(k: &mut Kcp, now: u32) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    k.flush(now, |p| v.push(p.to_vec()));
+    v
+}
+
+fn update(k: &mut Kcp, now: u32) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    k.update(now, |p| v.push(p.to_vec()));
+    v
+}
+
+fn headers(pkts: &[Vec<u8>], order: ByteOrder) -> Vec<SegmentHeader> {
+    pkts.iter()
+        .flat_map(|p| {
+            Segments::new(p, order)
+                .map(|r| r.unwrap().0)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn pushes(pkts: &[Vec<u8>]) -> Vec<u32> {
+    headers(pkts, ByteOrder::Big)
+        .iter()
+        .filter(|h| h.cmd == CMD_PUSH)
+        .map(|h| h.sn)
+        .collect()
+}
+
+fn seg(cmd: u8, sn: u32, ts: u32, una: u32, wnd: u16, payload: &[u8]) -> Vec<u8> {
+    let h = SegmentHeader {
+        conv: CONV,
+        cmd,
+        frg: 0,
+        wnd,
+        ts,
+        sn,
+        una,
+        len: payload.len() as u32,
+    };
+    let mut v = vec![0; OVERHEAD];
+    h.emit(&mut v, ByteOrder::Big);
+    v.extend_from_slice(payload);
+    v
+}
+
+fn input_all(k: &mut Kcp, now: u32, pkts: &[Vec<u8>]) {
+    for p in pkts {
+        k.input(now, p).unwrap();
+    }
+}
+
+fn recv_all(k: &mut Kcp) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 97];
+    loop {
+        let n = k.recv(&mut buf);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Runs a pair on a 1 ms link until both are idle; `drop(n)` decides the fate of the n-th
+/// packet. Returns what `b` received.
+fn exchange(a: &mut Kcp, b: &mut Kcp, start: u32, mut drop: impl FnMut(usize) -> bool) -> Vec<u8> {
+    let mut now = start;
+    let mut n = 0;
+    let mut got = Vec::new();
+    let mut to_b: Vec<Vec<u8>> = flush(a, now);
+    let mut to_a: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..100_000 {
+        now = now.wrapping_add(1);
+        for p in std::mem::take(&mut to_b) {
+            n += 1;
+            if !drop(n) {
+                b.input(now, &p).unwrap();
+            }
+        }
+        to_a.extend(flush(b, now));
+        got.extend(recv_all(b));
+        for p in std::mem::take(&mut to_a) {
+            n += 1;
+            if !drop(n) {
+                a.input(now, &p).unwrap();
+            }
+        }
+        to_b.extend(flush(a, now));
+        if a.is_idle() && b.is_idle() && to_a.is_empty() && to_b.is_empty() {
+            return got;
+        }
+        // Sleep until the earlier deadline when nothing is on the wire.
+        if to_a.is_empty() && to_b.is_empty() {
+            let next = [a.check(now), b.check(now)]
+                .into_iter()
+                .min_by_key(|t| t.wrapping_sub(now))
+                .unwrap();
+            now = next.wrapping_sub(1);
+            to_b.extend(update(a, next));
+            to_a.extend(update(b, next));
+        }
+    }
+    panic!("exchange did not finish: {a:?} {b:?}");
+}
+
+// ============================================================================ send / recv
+
+#[test]
+fn roundtrip_and_partial_recv() {
+    let mut a = Kcp::new(CONV, &small());
+    let mut b = Kcp::new(CONV, &small());
+    let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    assert_eq!(a.send(&data), 1000);
+    let pkts = flush(&mut a, 0);
+    assert!(pkts.iter().all(|p| p.len() <= 50));
+    input_all(&mut b, 1, &pkts);
+    assert_eq!(b.peek_size(), 1000);
+    let mut buf = [0u8; 7];
+    assert_eq!(b.recv(&mut buf), 7);
+    assert_eq!(&buf, &data[..7]);
+    assert_eq!(b.peek_size(), 993);
+    let rest = recv_all(&mut b);
+    assert_eq!(rest, &data[7..]);
+    assert_eq!(b.peek_size(), 0);
+    assert_eq!(b.stats().data_bytes_recv, 1000);
+}
+
+#[test]
+fn send_capacity_is_backpressure() {
+    let cfg = KcpConfig {
+        sndwnd: 4,
+        ..small()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    assert_eq!(a.send_capacity(), 4 * 26);
+    assert_eq!(a.send(&[1; 200]), 104);
+    assert_eq!(a.send_capacity(), 0);
+    assert_eq!(a.send(&[1; 10]), 0);
+    assert_eq!(a.waitsnd(), 4);
+    // The flush moves one window into flight; the queue has room again.
+    flush(&mut a, 0);
+    assert_eq!(a.send_capacity(), 104);
+    assert_eq!(a.waitsnd(), 4);
+}
+
+#[test]
+fn message_mode_keeps_boundaries() {
+    let cfg = KcpConfig {
+        stream: false,
+        ..small()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    let mut b = Kcp::new(CONV, &cfg);
+    let big: Vec<u8> = (0..3 * 26 + 1).map(|i| i as u8).collect();
+    assert_eq!(a.send(b"hello"), 5);
+    assert_eq!(a.send(&big), big.len());
+    assert_eq!(a.send(&vec![0; 200 * 26]), 0, "more than 127 fragments");
+    input_all(&mut b, 1, &flush(&mut a, 0));
+    assert_eq!(b.peek_size(), 5);
+    let mut buf = [0u8; 200];
+    assert_eq!(b.recv(&mut buf[..3]), 0, "buffer too small for the message");
+    assert_eq!(b.recv(&mut buf), 5);
+    assert_eq!(&buf[..5], b"hello");
+    assert_eq!(b.peek_size(), big.len());
+    assert_eq!(b.recv(&mut buf), big.len());
+    assert_eq!(&buf[..big.len()], &big[..]);
+}
+
+// ========================================================================= stream merging
+
+#[test]
+fn small_writes_merge_into_one_segment() {
+    let mut a = Kcp::new(CONV, &small());
+    a.send(b"ab");
+    a.send(b"cd");
+    a.send(&[7; 30]); // fills the segment to 26 and starts another
+    assert_eq!(a.waitsnd(), 2);
+    let pkts = flush(&mut a, 0);
+    let h = headers(&pkts, ByteOrder::Big);
+    assert_eq!(h.iter().map(|h| h.len).collect::<Vec<_>>(), [26, 8]);
+    assert!(h.iter().all(|h| h.frg == 0));
+    // Data already in flight is not appended to.
+    a.send(b"x");
+    assert_eq!(pushes(&flush(&mut a, 1)), [2]);
+}
+
+// ======================================================================== ACK / una handling
+
+#[test]
+fn acks_and_una_release_segments() {
+    let mut a = Kcp::new(CONV, &small());
+    a.send(&[0; 26 * 5]);
+    let pkts = flush(&mut a, 0);
+    assert_eq!(pushes(&pkts), [0, 1, 2, 3, 4]);
+    assert_eq!(a.waitsnd(), 5);
+    // Out-of-order ACK: counted, but snd_una stays.
+    a.input(10, &seg(CMD_ACK, 2, 0, 0, 128, &[])).unwrap();
+    assert_eq!(a.waitsnd(), 4);
+    // Duplicate and out-of-window ACKs change nothing.
+    a.input(10, &seg(CMD_ACK, 2, 0, 0, 128, &[])).unwrap();
+    a.input(10, &seg(CMD_ACK, 99, 0, 0, 128, &[])).unwrap();
+    assert_eq!(a.waitsnd(), 4);
+    // una = 4 releases 0..=3 at once (2 was already gone).
+    a.input(11, &seg(CMD_ACK, 0, 0, 4, 128, &[])).unwrap();
+    assert_eq!(a.waitsnd(), 1);
+    a.input(12, &seg(CMD_ACK, 4, 0, 5, 128, &[])).unwrap();
+    assert!(a.is_idle());
+    assert_eq!(a.stats().acks_recv, 5);
+    // Every released buffer went back to the pool.
+    assert_eq!(a.test_sizes()[5], 5);
+}
+
+#[test]
+fn receiver_acks_every_push_with_its_ts() {
+    let mut b = Kcp::new(CONV, &small());
+    b.input(5, &seg(CMD_PUSH, 1, 77, 0, 128, b"x")).unwrap();
+    b.input(5, &seg(CMD_PUSH, 0, 66, 0, 128, b"y")).unwrap();
+    b.input(5, &seg(CMD_PUSH, 0, 55, 0, 128, b"y")).unwrap(); // duplicate
+    assert_eq!(b.check(5), 5, "pending ACKs are due now");
+    let h = headers(&flush(&mut b, 5), ByteOrder::Big);
+    let acks: Vec<_> = h.iter().map(|h| (h.cmd, h.sn, h.ts, h.una)).collect();
+    assert_eq!(
+        acks,
+        [
+            (CMD_ACK, 1, 77, 2),
+            (CMD_ACK, 0, 66, 2),
+            (CMD_ACK, 0, 55, 2)
+        ]
+    );
+    assert_eq!(recv_all(&mut b), b"yx");
+    assert!(b.is_idle());
+}
+
+// ========================================================================== RTO and backoff
+
+fn retransmit_times(nodelay: u32) -> Vec<u32> {
+    let cfg = KcpConfig {
+        nodelay,
+        dead_link: 100,
+        ..small()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    a.send(b"lost");
+    assert_eq!(a.check(0), 0, "new data is due immediately");
+    assert_eq!(pushes(&flush(&mut a, 0)), [0]);
+    let mut times = Vec::new();
+    let mut now = 0;
+    for _ in 0..4 {
+        let next = a.check(now);
+        // Nothing happens before the deadline.
+        assert!(update(&mut a, next - 1).is_empty());
+        now = next;
+        assert_eq!(pushes(&update(&mut a, now)), [0]);
+        times.push(now);
+    }
+    assert_eq!(a.stats().retrans_timeout, 4);
+    times
+}
+
+#[test]
+fn rto_backoff_follows_nodelay() {
+    // Initial RTO 200 ms. nodelay 0: +rto/8 on the first send, then doubling.
+    assert_eq!(retransmit_times(0), [225, 625, 1425, 3025]);
+    // nodelay 1: x1.5 per retransmission.
+    assert_eq!(retransmit_times(1), [200, 500, 950, 1625]);
+    // nodelay 2: + half the current estimate each time.
+    assert_eq!(retransmit_times(2), [200, 500, 900, 1400]);
+}
+
+#[test]
+fn rto_estimate_is_bounded() {
+    let mut a = Kcp::new(CONV, &small());
+    a.send(b"x");
+    flush(&mut a, 0);
+    // An ACK echoing a ts from long ago (a hostile or very late one): RTO capped at 4 s.
+    a.input(100_000, &seg(CMD_ACK, 0, 0, 1, 128, &[])).unwrap();
+    assert_eq!(a.rto(), 4000);
+    let cfg = KcpConfig {
+        rto_max: 60_000,
+        ..small()
+    };
+    let mut r = Kcp::new(CONV, &cfg);
+    r.send(b"x");
+    flush(&mut r, 0);
+    r.input(100_000, &seg(CMD_ACK, 0, 0, 1, 128, &[])).unwrap();
+    assert_eq!(r.rto(), 60_000);
+    // An ACK from the future is no RTT sample.
+    let mut f = Kcp::new(CONV, &small());
+    f.send(b"x");
+    flush(&mut f, 0);
+    f.input(10, &seg(CMD_ACK, 0, 500, 1, 128, &[])).unwrap();
+    assert_eq!((f.rtt(), f.rto()), (0, 200));
+}
+
+#[test]
+fn rtt_converges() {
+    let mut a = Kcp::new(CONV, &small());
+    let mut now = 0;
+    for i in 0..50 {
+        a.send(b"x");
+        flush(&mut a, now);
+        now += 40;
+        a.input(now, &seg(CMD_ACK, i, now - 40, i + 1, 128, &[]))
+            .unwrap();
+    }
+    assert_eq!(a.rtt(), 40);
+    // srtt + max(interval, 4 rttvar) with rttvar decayed to 0.
+    assert_eq!(a.rto(), 140);
+}
+
+#[test]
+fn dead_link_after_xmit_limit() {
+    let cfg = KcpConfig {
+        dead_link: 3,
+        ..small()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    a.send(b"x");
+    flush(&mut a, 0);
+    let mut now = 0;
+    for _ in 0..2 {
+        assert!(!a.is_dead());
+        now = a.check(now);
+        update(&mut a, now);
+    }
+    assert!(a.is_dead());
+}
+
+// ======================================================================= fast retransmit
+
+#[test]
+fn fast_retransmit_after_resend_acks() {
+    let cfg = KcpConfig {
+        resend: 2,
+        ..small()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    let mut b = Kcp::new(CONV, &cfg);
+    a.send(&[5; 26 * 4]);
+    let pkts = flush(&mut a, 0);
+    // Each segment in its own packet (mtu 50); lose sn 0.
+    assert_eq!(pkts.len(), 4);
+    let mut acks = Vec::new();
+    for p in &pkts[1..] {
+        b.input(10, p).unwrap();
+        acks.push(flush(&mut b, 10));
+    }
+    a.input(20, &acks[0][0]).unwrap();
+    assert_ne!(a.check(20), 20);
+    a.input(20, &acks[1][0]).unwrap();
+    assert_eq!(a.check(20), 20, "two later ACKs: fast retransmit is due");
+    assert_eq!(pushes(&flush(&mut a, 20)), [0]);
+    assert_eq!((a.stats().retrans_fast, a.stats().retrans_timeout), (1, 0));
+}
+
+#[test]
+fn conservative_fast_ack_ignores_older_acks() {
+    let cfg = KcpConfig {
+        resend: 1,
+        ..small()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    let mut b = Kcp::new(CONV, &cfg);
+    a.send(&[5; 26 * 3]);
+    let pkts = flush(&mut a, 0);
+    let mut acks = Vec::new();
+    for p in &pkts[1..] {
+        b.input(10, p).unwrap();
+        acks.extend(flush(&mut b, 10));
+    }
+    // Before those ACKs arrive, sn 0 times out and goes again with ts 200.
+    assert_eq!(pushes(&update(&mut a, 200)), [0, 1, 2]);
+    for p in &acks {
+        a.input(210, p).unwrap();
+    }
+    // The ACKs were for segments sent before sn 0's retransmission: they do not count.
+    assert_ne!(a.check(210), 210);
+    assert!(flush(&mut a, 210).is_empty());
+    assert_eq!(a.stats().retrans_fast, 0);
+}
+
+// ===================================================================== windows and probing
+
+#[test]
+fn zero_window_is_probed() {
+    let mut a = Kcp::new(CONV, &small());
+    a.input(0, &seg(CMD_WINS, 0, 0, 0, 0, &[])).unwrap();
+    assert_eq!(a.remote_wnd(), 0);
+    a.send(b"data");
+    assert!(
+        pushes(&flush(&mut a, 0)).is_empty(),
+        "nothing may go into a zero window"
+    );
+    assert_eq!(a.check(0), 7000);
+    assert!(update(&mut a, 6999).is_empty());
+    let h = headers(&update(&mut a, 7000), ByteOrder::Big);
+    assert_eq!(h.iter().map(|h| h.cmd).collect::<Vec<_>>(), [CMD_WASK]);
+    assert_eq!(
+        a.check(7000),
+        7000 + 10_500,
+        "probe interval backs off x1.5"
+    );
+    // The answer reopens the window and the data leaves at the next flush.
+    a.input(7100, &seg(CMD_WINS, 0, 0, 0, 128, &[])).unwrap();
+    assert_eq!(a.check(7100), 7100);
+    assert_eq!(pushes(&flush(&mut a, 7100)), [0]);
+    assert_eq!(a.stats().probes_sent, 1);
+}
+
+#[test]
+fn wask_is_answered_with_wins() {
+    let mut b = Kcp::new(CONV, &small());
+    b.input(0, &seg(CMD_WASK, 0, 0, 0, 128, &[])).unwrap();
+    assert_eq!(b.check(0), 0);
+    let h = headers(&flush(&mut b, 0), ByteOrder::Big);
+    assert_eq!((h[0].cmd, h[0].wnd), (CMD_WINS, 256));
+    assert!(b.is_idle());
+}
+
+#[test]
+fn full_receive_window_reopens_with_wins() {
+    let cfg = KcpConfig {
+        sndwnd: 400,
+        rcvwnd: 128,
+        ..small()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    let mut b = Kcp::new(CONV, &cfg);
+    a.send(&[9; 26 * 300]);
+    // a may only fill the 128 segments b announced by default.
+    input_all(&mut b, 1, &flush(&mut a, 0));
+    assert_eq!(b.test_sizes()[2..4], [0, 128]);
+    // b's application reads nothing: its ACKs close the window.
+    let acks = flush(&mut b, 1);
+    let h = headers(&acks, ByteOrder::Big);
+    assert_eq!(h.len(), 128);
+    assert_eq!(h.last().unwrap().wnd, 0);
+    input_all(&mut a, 2, &acks);
+    assert_eq!(a.remote_wnd(), 0);
+    assert!(pushes(&flush(&mut a, 2)).is_empty());
+    assert_eq!(b.peek_size(), 128 * 26);
+    assert_eq!(recv_all(&mut b).len(), 128 * 26);
+    assert_eq!(b.check(3), 3, "the reopened window is announced at once");
+    let wins = flush(&mut b, 3);
+    let h = headers(&wins, ByteOrder::Big);
+    assert_eq!((h[0].cmd, h[0].wnd), (CMD_WINS, 128));
+    input_all(&mut a, 4, &wins);
+    assert_eq!(pushes(&flush(&mut a, 4)).len(), 128);
+}
+
+#[test]
+fn send_window_limits_flight() {
+    let cfg = KcpConfig {
+        sndwnd: 8,
+        ..small()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    a.send(&[0; 26 * 8]);
+    flush(&mut a, 0);
+    a.send(&[0; 26 * 8]);
+    assert!(pushes(&flush(&mut a, 1)).is_empty());
+    a.input(5, &seg(CMD_ACK, 0, 0, 3, 128, &[])).unwrap();
+    assert_eq!(pushes(&flush(&mut a, 5)), [8, 9, 10]);
+}
+
+#[test]
+fn congestion_window_slow_start() {
+    let cfg = KcpConfig {
+        nc: false,
+        ..small()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    a.send(&[0; 26 * 20]);
+    assert_eq!(pushes(&flush(&mut a, 0)), [0], "cwnd starts at 1");
+    a.input(10, &seg(CMD_ACK, 0, 0, 1, 128, &[])).unwrap();
+    assert_eq!(pushes(&flush(&mut a, 10)), [1, 2]);
+    // A timeout collapses the window to one segment.
+    let t = a.check(10);
+    assert_eq!(pushes(&update(&mut a, t)), [1, 2]);
+    assert_eq!(a.cwnd(), 1);
+}
+
+// =================================================================== wraparound at 2^32
+
+#[test]
+fn sequence_numbers_wrap() {
+    let mut a = Kcp::new(CONV, &small());
+    let mut b = Kcp::new(CONV, &small());
+    a.test_set_seq(u32::MAX - 10, 0);
+    b.test_set_seq(0, u32::MAX - 10);
+    let data: Vec<u8> = (0..26 * 40).map(|i| (i * 7) as u8).collect();
+    a.send(&data);
+    // Lose every 5th packet in both directions.
+    let got = exchange(&mut a, &mut b, 1000, |n| n % 5 == 0);
+    assert_eq!(got, data);
+    assert!(a.stats().retrans_timeout + a.stats().retrans_fast > 0);
+}
+
+#[test]
+fn timestamps_wrap() {
+    let mut a = Kcp::new(CONV, &small());
+    let mut b = Kcp::new(CONV, &small());
+    let data: Vec<u8> = (0..26 * 60).map(|i| (i * 3) as u8).collect();
+    a.send(&data);
+    let got = exchange(&mut a, &mut b, u32::MAX - 150, |n| n % 7 == 0);
+    assert_eq!(got, data);
+    assert!(
+        a.rto() < 1000,
+        "a wrapped clock must not look like a huge RTT: {}",
+        a.rto()
+    );
+}
+
+// ===================================================================== check and idle
+
+#[test]
+fn check_deadlines() {
+    let mut a = Kcp::new(CONV, &small());
+    assert!(a.is_idle());
+    assert_eq!(a.check(123), 123 + IDLE_CHECK);
+    assert_eq!(a.check(u32::MAX), (u32::MAX).wrapping_add(IDLE_CHECK));
+    a.send(b"x");
+    assert!(!a.is_idle());
+    assert_eq!(a.check(123), 123);
+    flush(&mut a, 123);
+    assert_eq!(
+        a.check(124),
+        323,
+        "exact RTO deadline, not an interval tick"
+    );
+    a.input(150, &seg(CMD_ACK, 0, 123, 1, 128, &[])).unwrap();
+    assert!(a.is_idle());
+    assert_eq!(a.check(150), 150 + IDLE_CHECK);
+}
+
+// ===================================================================== malformed input
+
+#[test]
+fn malformed_input_is_refused() {
+    let mut k = Kcp::new(CONV, &small());
+    assert_eq!(k.input(0, &[]), Err(InputError::Short));
+    assert_eq!(k.input(0, &[0; 23]), Err(InputError::Short));
+    let mut other = seg(CMD_PUSH, 0, 0, 0, 128, b"x");
+    other[3] ^= 1;
+    assert_eq!(k.input(0, &other), Err(InputError::Conv));
+    assert_eq!(
+        k.input(0, &seg(99, 0, 0, 0, 128, &[])),
+        Err(InputError::Cmd)
+    );
+    let mut absurd = seg(CMD_PUSH, 0, 0, 0, 128, b"abc");
+    absurd[20..24].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert_eq!(k.input(0, &absurd), Err(InputError::Length));
+    let mut short = seg(CMD_PUSH, 0, 0, 0, 128, b"abc");
+    short.pop();
+    assert_eq!(k.input(0, &short), Err(InputError::Length));
+    assert_eq!(k.peek_size(), 0);
+    assert_eq!(k.stats().input_errors, 6);
+    // Little-endian bytes are another conversation to a big-endian engine.
+    let mut le = vec![0; OVERHEAD];
+    SegmentHeader {
+        conv: CONV,
+        cmd: CMD_ACK,
+        ..Default::default()
+    }
+    .emit(&mut le, ByteOrder::Little);
+    assert_eq!(k.input(0, &le), Err(InputError::Conv));
+}
+
+#[test]
+fn trailing_bytes_are_ignored() {
+    let mut k = Kcp::new(CONV, &small());
+    let mut p = seg(CMD_PUSH, 0, 0, 0, 128, b"ok");
+    p.extend_from_slice(&[0xff; 23]);
+    assert_eq!(k.input(0, &p), Ok(()));
+    assert_eq!(recv_all(&mut k), b"ok");
+}
+
+#[test]
+fn segments_before_a_bad_one_count() {
+    let mut k = Kcp::new(CONV, &small());
+    let mut p = seg(CMD_PUSH, 0, 0, 0, 128, b"ok");
+    p.extend_from_slice(&seg(77, 0, 0, 0, 128, &[]));
+    assert_eq!(k.input(0, &p), Err(InputError::Cmd));
+    assert_eq!(recv_all(&mut k), b"ok");
+}
+
+#[test]
+fn far_sequence_numbers_cost_nothing() {
+    let mut k = Kcp::new(CONV, &small());
+    for sn in [256, 1000, u32::MAX / 2, u32::MAX / 2 + 1, u32::MAX] {
+        k.input(0, &seg(CMD_PUSH, sn, 0, 0, 128, b"zz")).unwrap();
+    }
+    // sn u32::MAX is "before" rcv_nxt 0: an old duplicate, acked but not stored.
+    assert_eq!(k.test_sizes(), [0, 0, 0, 0, 1, 0]);
+    // A una far ahead with nothing in flight, and an ACK for nothing: no effect.
+    k.input(0, &seg(CMD_ACK, 12345, 0, 0x8000_0000, 128, &[]))
+        .unwrap();
+    assert_eq!(k.waitsnd(), 0);
+}
+
+#[test]
+fn random_garbage_never_panics_and_stays_bounded() {
+    let cfg = KcpConfig {
+        rcvwnd: 128,
+        ..small()
+    };
+    let mut k = Kcp::new(CONV, &cfg);
+    k.send(&[1; 26 * 10]);
+    flush(&mut k, 0);
+    let mut x: u64 = 0x1234_5678_9abc_def0;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut max_sizes = [0usize; 6];
+    for i in 0..20_000u32 {
+        let len = (rnd() % 300) as usize;
+        let mut p: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+        // Most packets get a valid conv and cmd so they reach the deeper paths.
+        let mut off = 0;
+        while off + OVERHEAD <= p.len() && rnd() % 4 != 0 {
+            p[off..off + 4].copy_from_slice(&CONV.to_be_bytes());
+            p[off + 4] = CMD_PUSH + (rnd() % 4) as u8;
+            let small_sn = (rnd() % 300) as u32;
+            p[off + 12..off + 16].copy_from_slice(&small_sn.to_be_bytes());
+            let l = (rnd() % 40) as u32;
+            p[off + 20..off + 24].copy_from_slice(&l.to_be_bytes());
+            off += OVERHEAD + l as usize;
+        }
+        let _ = k.input(i, &p);
+        if i % 3 == 0 {
+            flush(&mut k, i);
+        }
+        if i % 5 == 0 {
+            recv_all(&mut k);
+        }
+        let _ = k.check(i);
+        for (m, s) in max_sizes.iter_mut().zip(k.test_sizes()) {
+            *m = (*m).max(s);
+        }
+    }
+    let [sq, sb, rb, rq, acks, pool] = max_sizes;
+    assert!(sq <= 10 && sb <= 10, "{max_sizes:?}");
+    assert!(rb <= 128 && rq <= 128, "{max_sizes:?}");
+    assert!(acks <= 4 * 128, "{max_sizes:?}");
+    assert!(pool <= 2 * (256 + 128), "{max_sizes:?}");
+}
+
+// ========================================================================== wire header
+
+#[test]
+fn header_roundtrip_both_orders() {
+    let h = SegmentHeader {
+        conv: 0x0102_0304,
+        cmd: CMD_PUSH,
+        frg: 5,
+        wnd: 0x0a0b,
+        ts: 0x1112_1314,
+        sn: 0x2122_2324,
+        una: 0x3132_3334,
+        len: 0x4142_4344,
+    };
+    let mut be = [0u8; OVERHEAD];
+    h.emit(&mut be, ByteOrder::Big);
+    assert_eq!(&be[..8], &[1, 2, 3, 4, 81, 5, 0x0a, 0x0b]);
+    let mut le = [0u8; OVERHEAD];
+    h.emit(&mut le, ByteOrder::Little);
+    assert_eq!(&le[..8], &[4, 3, 2, 1, 81, 5, 0x0b, 0x0a]);
+    assert_eq!(SegmentHeader::parse(&be, ByteOrder::Big), Some(h));
+    assert_eq!(SegmentHeader::parse(&le, ByteOrder::Little), Some(h));
+    assert_eq!(SegmentHeader::parse(&be[..23], ByteOrder::Big), None);
+    assert_eq!(packet_conv(&be, ByteOrder::Big), Some(0x0102_0304));
+    assert_eq!(packet_conv(&be[..3], ByteOrder::Big), None);
+}
+
+#[test]
+fn little_endian_engines_talk() {
+    let cfg = KcpConfig {
+        byte_order: ByteOrder::Little,
+        ..small()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    let mut b = Kcp::new(CONV, &cfg);
+    a.send(b"little");
+    let pkts = flush(&mut a, 0);
+    assert_eq!(packet_conv(&pkts[0], ByteOrder::Little), Some(CONV));
+    input_all(&mut b, 1, &pkts);
+    assert_eq!(recv_all(&mut b), b"little");
+}
