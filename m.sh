@@ -19,7 +19,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$HERE"
 
 BIN=kcptun-rs
-XC="$HERE/target/xc"                  # own target dir: does not thrash the rustup-built target/
+XC=${MSH_TARGET_DIR:-"$HERE/target/xc"}  # own target dir: does not thrash the rustup-built target/
 RUST_VER=1.96.0                       # the one pinned toolchain; rust-web-src must match it
 DEB_RUST_VER=1.96.0+dfsg1-1~deb12u2
 ROUTER_PROFILE=release-small
