@@ -171,10 +171,9 @@ fn interop_both_directions() {
 }
 
 /// Virtual ms until `n` bytes sent by `sender` arrived at a reference receiver.
-fn one_way(sender: &mut dyn Endpoint, loss: f64, seed: u64, n: usize) -> u64 {
-    let cfg = config();
+fn one_way(sender: &mut dyn Endpoint, cfg: &KcpConfig, loss: f64, seed: u64, n: usize) -> u64 {
     let data = Rng::new(seed).bytes(n);
-    let mut receiver = RefEp::new(42, &cfg);
+    let mut receiver = RefEp::new(42, cfg);
     let mut ab = Link::new(link(loss), seed * 2 + 1);
     let mut ba = Link::new(link(loss), seed * 2 + 2);
     let mut sa = Side::new(sender, &data);
@@ -182,41 +181,59 @@ fn one_way(sender: &mut dyn Endpoint, loss: f64, seed: u64, n: usize) -> u64 {
     run(&mut sa, &mut sb, &mut ab, &mut ba, 1000, seed, 3_600_000).done_ab
 }
 
+/// ikcp's "fast" profile: congestion window on, fast retransmit after 2 ACKs, 20 ms tick.
+fn fast_config() -> KcpConfig {
+    KcpConfig {
+        resend: 2,
+        nc: false,
+        interval: 20,
+        ..config()
+    }
+}
+
 #[test]
 fn goodput_not_below_reference() {
-    let cfg = config();
     // Debug builds get a shorter run; the release run is the one to quote.
-    let (n, seeds) = if cfg!(debug_assertions) { (300_000, 3u64) } else { (1_000_000, 8u64) };
+    let (n, seeds) = if cfg!(debug_assertions) {
+        (300_000, 3u64)
+    } else {
+        (1_000_000, 8u64)
+    };
     println!();
     println!("goodput, {n} bytes one way, 30 ms +0..5 jitter each way, 2 MB/s, 150 kB queue,");
+    println!("{seeds} seeds; kcptun = nodelay 1, interval 100, resend 0, nc, wnd 256;");
+    println!("fast = nodelay 1, interval 20, resend 2, congestion window on, wnd 256");
     println!(
-        "kcptun-libev settings (nodelay 1, interval 100, resend 0, nc, wnd 256), {seeds} seeds"
-    );
-    println!(
-        "{:>6} | {:>12} | {:>12} | {:>6}",
-        "loss", "ours kB/s", "ikcp kB/s", "ratio"
+        "{:>8} {:>6} | {:>10} | {:>10} | {:>6}",
+        "settings", "loss", "ours kB/s", "ikcp kB/s", "ratio"
     );
     let mut failures = Vec::new();
-    for &loss in &LOSSES {
-        let (mut t_ours, mut t_ref) = (0u64, 0u64);
-        for seed in 0..seeds {
-            let mut ours = Kcp::new(42, &cfg);
-            t_ours += one_way(&mut ours, loss, seed, n);
-            let mut theirs = RefEp::new(42, &cfg);
-            t_ref += one_way(&mut theirs, loss, seed, n);
-        }
-        let rate = |t: u64| (n as u64 * seeds) as f64 / t.max(1) as f64; // bytes/ms = kB/s
-        let (g_ours, g_ref) = (rate(t_ours), rate(t_ref));
-        println!(
-            "{:>5.0}% | {:>12.1} | {:>12.1} | {:>6.2}",
-            loss * 100.0,
-            g_ours,
-            g_ref,
-            g_ours / g_ref
-        );
-        if g_ours < g_ref {
-            failures.push(loss);
+    for (name, cfg) in [("kcptun", config()), ("fast", fast_config())] {
+        for &loss in &LOSSES {
+            let (mut t_ours, mut t_ref) = (0u64, 0u64);
+            for seed in 0..seeds {
+                let mut ours = Kcp::new(42, &cfg);
+                t_ours += one_way(&mut ours, &cfg, loss, seed, n);
+                let mut theirs = RefEp::new(42, &cfg);
+                t_ref += one_way(&mut theirs, &cfg, loss, seed, n);
+            }
+            let rate = |t: u64| (n as u64 * seeds) as f64 / t.max(1) as f64; // bytes/ms = kB/s
+            let (g_ours, g_ref) = (rate(t_ours), rate(t_ref));
+            println!(
+                "{:>8} {:>5.0}% | {:>10.1} | {:>10.1} | {:>6.2}",
+                name,
+                loss * 100.0,
+                g_ours,
+                g_ref,
+                g_ours / g_ref
+            );
+            // The product runs the kcptun settings; the fast profile is shown for reference
+            // (with the congestion window on, both are limited by ikcp's slow window growth
+            // and land within about 1 % of each other).
+            if name == "kcptun" && g_ours < g_ref {
+                failures.push((name, loss));
+            }
         }
     }
-    assert!(failures.is_empty(), "slower than ikcp at loss {failures:?}");
+    assert!(failures.is_empty(), "slower than ikcp: {failures:?}");
 }
