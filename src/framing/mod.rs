@@ -15,8 +15,15 @@ mod keys;
 mod replay;
 mod sodium;
 
-/// Random bytes from libsodium's CSPRNG (seeded once; no system call per call after `init`).
-pub use sodium::random_bytes;
+/// Fills `buf` from libsodium's internal CSPRNG (ChaCha20, seeded once from the OS; each call
+/// costs one `getpid()` for fork detection, so batch per-packet needs, as [`Framer`] does).
+///
+/// # Panics
+/// If libsodium cannot initialise (no entropy source at all).
+pub fn random_bytes(buf: &mut [u8]) {
+    assert!(sodium::init(), "libsodium failed to initialise");
+    sodium::random_bytes(buf);
+}
 
 pub use keys::{genpsk, key_from_password, key_from_psk, Key, KeyError, KEY_LEN};
 pub use replay::ReplayFilter;

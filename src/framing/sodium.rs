@@ -43,7 +43,7 @@ pub(crate) fn aes256gcm_available() -> bool {
 }
 
 /// Fills `buf` from libsodium's CSPRNG. Call `init` first (every caller in this layer does).
-pub fn random_bytes(buf: &mut [u8]) {
+pub(crate) fn random_bytes(buf: &mut [u8]) {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
     unsafe { ffi::randombytes_buf(buf.as_mut_ptr().cast(), buf.len()) }
 }
