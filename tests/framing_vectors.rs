@@ -27,6 +27,10 @@ fn load(name: &str) -> Option<Value> {
     Some(serde_json::from_str(&text).expect("parse vector file"))
 }
 
+/// Fixed replay-filter seed (distinct halves): tests must not depend on a random seed, since
+/// the filter's real false-positive floor (~1e-7 for small maps, see replay.rs) is not zero.
+const FILTER_SEED: [u8; 32] = *b"kcptun-rs framing tests seed 01!";
+
 fn hex(s: &str) -> Vec<u8> {
     assert!(s.len().is_multiple_of(2), "odd hex length");
     (0..s.len())
@@ -47,8 +51,12 @@ fn key32(bytes: &[u8]) -> Key {
 
 /// A receiver with a small replay filter (the vectors hold < 1000 datagrams per file).
 fn receiver(method: Method, key: &Key) -> Framer {
-    Framer::with_replay_filter(method, Some(key.clone()), ReplayFilter::new(1 << 12, 1e-12))
-        .expect("framer")
+    Framer::with_replay_filter(
+        method,
+        Some(key.clone()),
+        ReplayFilter::with_seed(1 << 12, 1e-12, &FILTER_SEED),
+    )
+    .expect("framer")
 }
 
 /// Opens `dg` with a fresh receiver and returns the plaintext, or the error.
@@ -94,8 +102,12 @@ fn check_datagram(where_: &str, method: Method, key: &Key, rx: &mut Framer, rec:
     );
 
     // Re-sealing the plaintext with the recorded nonce gives the same bytes.
-    let sealer = Framer::with_replay_filter(method, Some(key.clone()), ReplayFilter::new(1, 0.5))
-        .expect("framer");
+    let sealer = Framer::with_replay_filter(
+        method,
+        Some(key.clone()),
+        ReplayFilter::with_seed(1, 0.5, &FILTER_SEED),
+    )
+    .expect("framer");
     let mut out = vec![0u8; dg.len()];
     out[..plain.len()].copy_from_slice(&plain);
     let len = sealer.seal_with_nonce(&mut out, plain.len(), &nonce);

@@ -428,7 +428,12 @@ mod tests {
 
     fn framer(method: Method) -> Framer {
         let key = (method != Method::None).then(|| Key::from_bytes([0x42; 32]));
-        Framer::with_replay_filter(method, key, ReplayFilter::new(1024, 1e-9)).unwrap()
+        Framer::with_replay_filter(
+            method,
+            key,
+            ReplayFilter::with_seed(1024, 1e-9, b"kcptun-rs framing unit test key!"),
+        )
+        .unwrap()
     }
 
     fn methods() -> Vec<Method> {
