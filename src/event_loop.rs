@@ -196,6 +196,8 @@ pub struct EventLoop {
     /// Client: the last time anything authenticated arrived from the server.
     pub last_server_rx: Millis,
     stopping: bool,
+    /// The UDP reader stopped at its cap with datagrams possibly still queued.
+    udp_again: bool,
 }
 
 impl EventLoop {
@@ -267,6 +269,7 @@ impl EventLoop {
             reset_limit: vec![(0, 0); RESET_LIMIT_SLOTS],
             last_server_rx: 0,
             stopping: false,
+            udp_again: false,
         })
     }
 
@@ -296,7 +299,7 @@ impl EventLoop {
             self.send_ping();
         }
         while !self.stopping {
-            let timeout = if !self.again.is_empty() {
+            let timeout = if !self.again.is_empty() || self.udp_again {
                 Some(Duration::ZERO)
             } else {
                 self.timers.peek().map(|(at, _)| {
@@ -311,6 +314,9 @@ impl EventLoop {
                 return Err(e);
             }
             self.tick_clock();
+            if std::mem::take(&mut self.udp_again) {
+                self.on_udp();
+            }
             for ev in events.iter() {
                 match ev.token() {
                     UDP => self.on_udp(),
@@ -341,11 +347,18 @@ impl EventLoop {
         // The receive batch is moved out while its datagrams are dispatched, so that the
         // packet handlers can borrow the loop; a zero-slot batch allocates nothing.
         let mut rx = std::mem::replace(&mut self.rx, Batch::new(0));
+        // Edge-triggered: unless a read ends in WouldBlock (a short batch), come back next
+        // iteration rather than wait for an edge that may never come.
+        self.udp_again = true;
         for _ in 0..UDP_ROUNDS {
             let n = match rx.recv_from(self.out.udp.as_raw_fd()) {
-                Ok(0) => break,
+                Ok(0) => {
+                    self.udp_again = false;
+                    break;
+                }
                 Ok(n) => n,
                 Err(e) => {
+                    self.udp_again = false;
                     self.out.stats.udp_rx_errors += 1;
                     debug!("udp receive: {e}");
                     break;
@@ -369,6 +382,7 @@ impl EventLoop {
                 }
             }
             if n < rx.capacity() {
+                self.udp_again = false;
                 break;
             }
         }
@@ -401,9 +415,13 @@ impl EventLoop {
             self.reply_reset(from, conv);
             return;
         }
+        let before = kcp_movement(&sess.kcp);
         if sess.kcp.input(now32, p).is_err() {
             self.out.stats.drop_malformed += 1;
             return;
+        }
+        if kcp_movement(&sess.kcp) != before {
+            sess.kcp_progress(self.now);
         }
         self.out.stats.kcp_rx_packets += 1;
         if sess.role == Role::Client && !sess.established {
@@ -642,10 +660,9 @@ impl EventLoop {
         let was_dialing = sess.dialing;
         if let Err(why) = sess.on_tcp_event(readable, writable) {
             if was_dialing {
-                self.pending_dials -= 1;
                 self.out.stats.dial_failures += 1;
             }
-            return self.close(slot, why);
+            return self.close(slot, why); // close() settles pending_dials
         }
         if was_dialing && !sess.dialing {
             self.pending_dials -= 1;
@@ -702,7 +719,6 @@ impl EventLoop {
 
     fn on_session_timer(&mut self, slot: usize) {
         let now = self.now;
-        let now32 = self.kcp_now();
         let Some(sess) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
             return;
         };
@@ -717,10 +733,6 @@ impl EventLoop {
             }
         }
         sess.keepalive_due(now, &self.st.timeouts);
-        let out = &mut self.out;
-        let peer = sess.peer;
-        let mtu = sess.kcp.mss() + crate::kcp::OVERHEAD;
-        sess.kcp.update(now32, |pkt| out.send(pkt, mtu, &peer));
         if sess.is_open() && sess.kcp.is_dead() {
             debug!("conv {:#010x}: link dead", sess.conv);
             return self.close(slot, Close::Timeout("link dead"));
@@ -757,6 +769,9 @@ impl EventLoop {
             let mtu = sess.kcp.mss() + crate::kcp::OVERHEAD;
             if self.st.flush > 0 || !sess.is_open() {
                 sess.kcp.flush(now32, |pkt| out.send(pkt, mtu, &peer));
+            } else {
+                // kcp.flush 0: only KCP's own interval timer sends.
+                sess.kcp.update(now32, |pkt| out.send(pkt, mtu, &peer));
             }
             if sess.is_done() {
                 debug!("conv {:#010x}: closed", sess.conv);
@@ -869,8 +884,8 @@ impl EventLoop {
         }
         self.out.send_batch();
         info!(
-            "stopped: {} conversations served",
-            self.out.stats.sessions_opened
+            "stopped: {} conversations served; counters: {:?}",
+            self.out.stats.sessions_opened, self.out.stats
         );
     }
 }
@@ -899,6 +914,12 @@ fn is_conversation_start(p: &[u8]) -> bool {
         off += len;
     }
     push
+}
+
+/// A number that changes whenever KCP accepts an ACK or a data segment.
+fn kcp_movement(kcp: &Kcp) -> u64 {
+    let s = kcp.stats();
+    s.acks_recv.wrapping_add(s.segs_recv)
 }
 
 fn hash_key(addr: &SocketAddr, conv: u32) -> u64 {

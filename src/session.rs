@@ -417,6 +417,12 @@ impl Session {
             && self.pending.is_empty()
     }
 
+    /// KCP moved (an ACK for our data or a new segment arrived): the conversation is
+    /// progressing even if TCP did not move, so the linger timer restarts.
+    pub fn kcp_progress(&mut self, now: Millis) {
+        self.last_progress = now;
+    }
+
     /// Whether the TCP side could make progress now that KCP changed (its send queue
     /// drained or it received data).
     pub fn wants_service(&self) -> bool {
