@@ -96,8 +96,14 @@ pub fn key_from_psk(psk: &str) -> Result<Key, KeyError> {
         return Err(KeyError::InvalidPsk);
     }
     let mut key = Key::zeroed();
-    match sodium::base64_decode(psk, &mut key.0[..]) {
-        Some(KEY_LEN) if sodium::base64_encode32(&key.0) == psk => Ok(key),
+    let decoded = sodium::base64_decode(psk, &mut key.0[..]);
+    // Re-encode on the stack (the text is the key), compare, wipe.
+    let mut text = [0u8; 45];
+    sodium::base64_encode32_into(&key.0, &mut text);
+    let canonical = &text[..44] == psk.as_bytes();
+    sodium::memzero(&mut text);
+    match decoded {
+        Some(KEY_LEN) if canonical => Ok(key),
         _ => Err(KeyError::InvalidPsk),
     }
 }

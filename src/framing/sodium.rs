@@ -283,8 +283,16 @@ pub(crate) fn base64_decode(text: &str, out: &mut [u8]) -> Option<usize> {
 
 /// Encodes 32 bytes as standard padded base64: always 44 characters.
 pub(crate) fn base64_encode32(bin: &[u8; 32]) -> String {
-    // sodium_base64_ENCODED_LEN(32, ORIGINAL) = 44 characters + the NUL terminator.
     let mut b64 = [0u8; 45];
+    base64_encode32_into(bin, &mut b64);
+    // The alphabet is ASCII, so this cannot fail.
+    String::from_utf8(b64[..44].to_vec()).expect("base64 is ASCII")
+}
+
+/// As [`base64_encode32`] into a caller's buffer (44 characters and a NUL), so that secret
+/// text can be wiped after use.
+pub(crate) fn base64_encode32_into(bin: &[u8; 32], b64: &mut [u8; 45]) {
+    // sodium_base64_ENCODED_LEN(32, ORIGINAL) = 44 characters + the NUL terminator.
     // SAFETY: `b64` is valid for 45 bytes of writes, which is exactly
     // sodium_base64_encoded_len(32, VARIANT_ORIGINAL); `bin` is valid for 32 bytes of reads.
     let p = unsafe {
@@ -297,6 +305,4 @@ pub(crate) fn base64_encode32(bin: &[u8; 32]) -> String {
         )
     };
     assert!(!p.is_null(), "sodium_bin2base64");
-    // The alphabet is ASCII, so this cannot fail.
-    String::from_utf8(b64[..44].to_vec()).expect("base64 is ASCII")
 }
