@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use kcptun::cli::{self, Action};
 use kcptun::config::Config;
 use kcptun::event_loop::{EventLoop, Settings};
-use kcptun::framing::{self, Framer, Method};
+use kcptun::framing::{self, Framer, Method, ReplayFilter};
 use kcptun::logging;
 use log::{error, info};
 
@@ -70,7 +70,8 @@ fn load(path: &std::path::Path) -> Result<Config, String> {
 }
 
 fn run(path: &std::path::Path, verbosity: i32) -> ExitCode {
-    let cfg = match load(path) {
+    // The key is derived once, below (a password costs an Argon2id run).
+    let cfg = match Config::from_file(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kcptun-rs: {e}");
@@ -81,11 +82,16 @@ fn run(path: &std::path::Path, verbosity: i32) -> ExitCode {
         eprintln!("kcptun-rs: log: {e}");
         return ExitCode::FAILURE;
     }
-    let framer = match cfg
-        .key()
-        .map_err(|e| e.to_string())
-        .and_then(|key| Framer::new(cfg.method, key).map_err(|e| e.to_string()))
-    {
+    // The replay filter is sized for the role, as in kcptun-libev: a server remembers 2^20
+    // nonces (7.2 MiB for both filters), a client 2^14 (173 KiB).
+    let replay = if cfg.is_server() {
+        ReplayFilter::server_default()
+    } else {
+        ReplayFilter::client_default()
+    };
+    let framer = match cfg.key().map_err(|e| e.to_string()).and_then(|key| {
+        Framer::with_replay_filter(cfg.method, key, replay).map_err(|e| e.to_string())
+    }) {
         Ok(f) => f,
         Err(e) => {
             error!("{e}");
