@@ -1,0 +1,153 @@
+//! Process and protocol lifecycle through the real binary: signals, RESET for unknown
+//! conversations (rate limited, and never to unauthenticated senders), and PING/PONG.
+
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use harness::*;
+use kcptun::framing::{key_from_psk, Framer, Method};
+use kcptun::proto::Session0;
+
+fn test_framer() -> Framer {
+    kcptun::framing::init().unwrap();
+    Framer::new(
+        Method::XChaCha20Poly1305Ietf,
+        Some(key_from_psk(PSK).unwrap()),
+    )
+    .unwrap()
+}
+
+fn seal(f: &mut Framer, plain: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    buf[..plain.len()].copy_from_slice(plain);
+    let n = f.seal(&mut buf, plain.len(), plain.len());
+    buf.truncate(n);
+    buf
+}
+
+/// A KCP ACK segment (big-endian) for `conv`: valid, but for a conversation nobody has.
+fn ack_for(conv: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&conv.to_be_bytes());
+    v.extend_from_slice(&[82, 0, 1, 0]);
+    v.extend_from_slice(&0u32.to_be_bytes()); // ts
+    v.extend_from_slice(&7u32.to_be_bytes()); // sn
+    v.extend_from_slice(&8u32.to_be_bytes()); // una
+    v.extend_from_slice(&0u32.to_be_bytes()); // len
+    v
+}
+
+/// Collects what arrives on `sock` for `window`, opened with `f`.
+fn answers(sock: &UdpSocket, f: &mut Framer, window: Duration) -> Vec<Session0> {
+    let end = Instant::now() + window;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            break;
+        };
+        let m = f.open(&mut buf[..n]).expect("every answer authenticates");
+        out.push(Session0::parse(&buf[..m]).expect("session-0 answer"));
+    }
+    out
+}
+
+fn server_only() -> (Proc, SocketAddr, Echo) {
+    let echo = echo_server();
+    let kcp_bind: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    let p = start("server", &server_config(kcp_bind, echo.addr));
+    (p, kcp_bind, echo)
+}
+
+#[test]
+fn unknown_conversation_gets_one_reset_per_second() {
+    let (_server, kcp_bind, echo) = server_only();
+    let mut f = test_framer();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..5 {
+        sock.send_to(&seal(&mut f, &ack_for(0xabcd_0001)), kcp_bind)
+            .unwrap();
+    }
+    let got = answers(&sock, &mut f, Duration::from_millis(500));
+    assert_eq!(got, vec![Session0::Reset(0xabcd_0001)]);
+    // Another conversation is limited separately.
+    sock.send_to(&seal(&mut f, &ack_for(0xabcd_0002)), kcp_bind)
+        .unwrap();
+    assert_eq!(
+        answers(&sock, &mut f, Duration::from_millis(300)),
+        vec![Session0::Reset(0xabcd_0002)]
+    );
+    // After a second, the first one may be told again.
+    std::thread::sleep(Duration::from_millis(1100));
+    sock.send_to(&seal(&mut f, &ack_for(0xabcd_0001)), kcp_bind)
+        .unwrap();
+    assert_eq!(
+        answers(&sock, &mut f, Duration::from_millis(300)),
+        vec![Session0::Reset(0xabcd_0001)]
+    );
+    // An ACK never opens a conversation, so nothing was dialled.
+    assert_eq!(echo.accepted.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[test]
+fn garbage_and_forgeries_are_never_answered() {
+    let (server, kcp_bind, _echo) = server_only();
+    let mut f = test_framer();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rng = Rng(99);
+    for i in 0..500usize {
+        let len = (rng.next() % 1500) as usize;
+        let mut d: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        if i % 2 == 0 {
+            // A real sealed PING with one byte flipped.
+            d = seal(&mut f, &[0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
+            let at = (rng.next() as usize) % d.len();
+            d[at] ^= 1 << (rng.next() % 8);
+        }
+        sock.send_to(&d, kcp_bind).unwrap();
+    }
+    assert_eq!(answers(&sock, &mut f, Duration::from_millis(500)), vec![]);
+    // Still alive and answering real PINGs.
+    sock.send_to(&seal(&mut f, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 42]), kcp_bind)
+        .unwrap();
+    assert_eq!(
+        answers(&sock, &mut f, Duration::from_millis(500)),
+        vec![Session0::Pong(42)]
+    );
+    drop(server);
+}
+
+#[test]
+fn sigterm_resets_peers_and_exits_zero_within_a_second() {
+    let echo = echo_server();
+    let mut t = tunnel_to(echo.addr, Impair::default(), Impair::default(), 9);
+    let mut c = connect(t.listen);
+    c.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 5];
+    c.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+    // Stopping the server: it tells the client (RESET), which closes our connection.
+    let start = Instant::now();
+    t.server.signal(15);
+    let st = t.server.wait_exit(Duration::from_secs(1));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "server exit: {st:?} after {:?}",
+        start.elapsed()
+    );
+    let r = c.read(&mut buf);
+    assert!(
+        matches!(r, Ok(0) | Err(_)),
+        "client connection still open: {r:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // And SIGINT on the client.
+    t.client.signal(2);
+    let st = t.client.wait_exit(Duration::from_secs(1));
+    assert!(st.is_some_and(|s| s.success()), "client exit: {st:?}");
+}
