@@ -10,6 +10,9 @@
 #   host (x86_64 server)      -> `release`        opt-level 3, fat LTO: throughput first (issue 7)
 #   every cross/router target -> `release-small`  inherits release, opt-level "z": flash first
 # `--profile P` overrides both.
+# Router builds also get panic = "immediate-abort" (the flash budget: mipsel 790 KB -> 462 KB,
+# see Cargo.toml); it is set here through cargo's env overrides because it is unstable and a
+# stable cargo refuses it in Cargo.toml. `--panic-messages` keeps the usual abort-with-message.
 #
 # Flags are only ever set per target (CARGO_TARGET_<TRIPLE>_RUSTFLAGS / _LINKER), never through
 # a global RUSTFLAGS, so build scripts (libsodium's configure, proc macros) stay untouched.
@@ -46,6 +49,8 @@ Build:
                       release for the host)
   --jobs N            cargo -j (default 2)
   --no-build          reuse what target/xc holds (for --smoke/--dist)
+  --panic-messages    router builds: keep panic = "abort" (prints the panic message, +330 KB
+                      on mipsel) instead of "immediate-abort"
 Setup and checks:
   --deps              install the build dependencies with apt-get (idempotent, needs root),
                       pin rustc-web/cargo-web/rust-web-src to one version and verify them;
@@ -98,6 +103,7 @@ SET=all
 TARGET_LIST=""
 PROFILE_OVERRIDE=""
 JOBS=2
+PANIC_IA=1
 DO_DEPS=0 DEPS_ONLY=0 DO_CHECK=0 DO_BUILD=1 DO_SMOKE=0 DIST_DIR=""
 while (($#)); do
     case $1 in
@@ -110,6 +116,7 @@ while (($#)); do
         --profile=*) PROFILE_OVERRIDE=${1#*=} ;;
         --jobs|-j) JOBS=${2:?--jobs needs a number}; shift ;;
         --no-build) DO_BUILD=0 ;;
+        --panic-messages) PANIC_IA=0 ;;
         --deps) DO_DEPS=1 ;;
         --deps-only) DO_DEPS=1; DEPS_ONLY=1 ;;
         --check) DO_CHECK=1 ;;
@@ -327,6 +334,77 @@ EOF
     : "$t"
 }
 
+# mipsel musl: Rust's target is soft-float, but Debian's musl libc.a is hard-float (FPXX). Any
+# libm call from Rust (bloomfilter's f64::ln, ceil, round) would link musl's hard-float code:
+# SIGILL on an FPU-less router (OpenWRT kernels have no FPU emulator) and, worse, the wrong
+# calling convention (soft-float passes doubles in integer registers). So we build Rust's own
+# libm (the copy in the std source) soft-float into one object and put it first on the link
+# line (-Z pre-link-arg), which keeps libc.a's math members out.
+soft_libm() { # triple -> prints the object's path
+    local t=$1 dir="$XC/softm" T; T=$(upper "$t")
+    local obj="$dir/$t/softm.o"
+    if [[ -s $obj ]]; then echo "$obj"; return; fi
+    mkdir -p "$dir/src" "$dir/$t"
+    cat >"$dir/src/Cargo.toml" <<EOF
+[package]
+name = "softm"
+version = "0.0.0"
+edition = "2021"
+publish = false
+[lib]
+crate-type = ["staticlib"]
+path = "lib.rs"
+[dependencies]
+libm = { path = "/usr/src/rustc-$RUST_VER/library/compiler-builtins/libm", default-features = false }
+[profile.release]
+opt-level = "s"
+panic = "abort"
+lto = true
+codegen-units = 1
+[workspace]
+EOF
+    cat >"$dir/src/lib.rs" <<'EOF'
+//! C libm symbols backed by Rust's soft-float libm, for soft-float mipsel builds (see m.sh).
+#![no_std]
+macro_rules! export {
+    ($($name:ident($($a:ident: $t:ty),*) -> $r:ty;)*) => {$(
+        #[no_mangle]
+        pub extern "C" fn $name($($a: $t),*) -> $r { libm::$name($($a),*) }
+    )*};
+}
+export! {
+    log(x: f64) -> f64; log2(x: f64) -> f64; log10(x: f64) -> f64; log1p(x: f64) -> f64;
+    exp(x: f64) -> f64; exp2(x: f64) -> f64; expm1(x: f64) -> f64; pow(x: f64, y: f64) -> f64;
+    ceil(x: f64) -> f64; floor(x: f64) -> f64; round(x: f64) -> f64; trunc(x: f64) -> f64;
+    sqrt(x: f64) -> f64; fmod(x: f64, y: f64) -> f64; cbrt(x: f64) -> f64;
+    hypot(x: f64, y: f64) -> f64; sin(x: f64) -> f64; cos(x: f64) -> f64; tan(x: f64) -> f64;
+    atan2(y: f64, x: f64) -> f64;
+    logf(x: f32) -> f32; log2f(x: f32) -> f32; log10f(x: f32) -> f32; expf(x: f32) -> f32;
+    powf(x: f32, y: f32) -> f32; ceilf(x: f32) -> f32; floorf(x: f32) -> f32;
+    roundf(x: f32) -> f32; truncf(x: f32) -> f32; sqrtf(x: f32) -> f32;
+    fmodf(x: f32, y: f32) -> f32;
+}
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+EOF
+    # Path dependencies only (no registry): --offline. Its own target dir and profile.
+    log "soft-float libm for $t"
+    nice -n 19 env -u RUSTFLAGS -u CARGO_BUILD_RUSTFLAGS -u RUSTUP_TOOLCHAIN \
+        PATH="/usr/bin:/bin:$PATH" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+        "CARGO_TARGET_${T}_RUSTFLAGS=-C relocation-model=static" \
+        /usr/bin/cargo build --offline --release --manifest-path "$dir/src/Cargo.toml" \
+        --target "$t" --target-dir "$dir/target" -Zbuild-std=core >&2 || return 1
+    # The staticlib also holds compiler_builtins; we want only the LTO'd object of the shim,
+    # whose sole global definitions are the exported C functions.
+    local a="$dir/target/$t/release/libsoftm.a" member
+    member=$(ar t "$a" | grep '^softm-' | head -1)
+    [[ $member ]] || return 1
+    (cd "$dir/$t" && ar x "$a" "$member" && mv -f "$member" softm.o)
+    echo "$obj"
+}
+
 declare -A B_TIME B_STATUS
 build_one() {
     local t=$1 prof; prof=$(profile_of "$t")
@@ -347,7 +425,17 @@ build_one() {
             # +crt-static: mipsel-musl defaults to dynamic. relocation-model=static: no static-pie
             # (Debian's musl specs do not know it; x86_64 would get an ELF interpreter).
             # link-self-contained=no: crt objects and libc.a from Debian's musl-dev:<arch>.
-            envs+=("CARGO_TARGET_${T}_RUSTFLAGS=-C target-feature=+crt-static -C relocation-model=static -C link-self-contained=no -L native=$stub -C link-arg=$stub/dlfo_stub.o")
+            local flags="-C target-feature=+crt-static -C relocation-model=static -C link-self-contained=no -L native=$stub -C link-arg=$stub/dlfo_stub.o"
+            if [[ $t == mips*-musl ]]; then
+                local softm
+                softm=$(soft_libm "$t") || { B_STATUS[$t]="FAIL(softm)"; B_TIME[$t]=0; return; }
+                flags+=" -Z pre-link-arg=$softm"
+            fi
+            envs+=("CARGO_TARGET_${T}_RUSTFLAGS=$flags")
+        fi
+        if ((PANIC_IA)) && [[ $prof == "$ROUTER_PROFILE" ]]; then
+            local P; P=$(upper "$prof")
+            envs+=("CARGO_PROFILE_${P}_PANIC=immediate-abort" CARGO_UNSTABLE_PANIC_IMMEDIATE_ABORT=true)
         fi
     fi
     log "build $t (profile $prof)"
@@ -447,6 +535,14 @@ smoke_one() {
         if readelf -lW "$bin" | grep -q INTERP; then res+=("interp:FAIL"); echo "  interp: FAIL (has an ELF interpreter)"
         else res+=("static:ok"); echo "  interp: none (static)"; fi
     fi
+    # 1b. mips: FPU instructions left in the binary. Informational: musl's printf_core (float
+    # formats) and gcc's unwinder keep some that are never reached; the qemu -cpu 24Kc runs
+    # below are what proves the paths we use are FPU-free.
+    if [[ $t == mips* ]] && command -v mipsel-linux-gnu-objdump >/dev/null; then
+        local nfpu
+        nfpu=$(mipsel-linux-gnu-objdump -d "$bin" | grep -cE $'\t(lwc1|swc1|ldc1|sdc1|mtc1|mfc1|mthc1|mfhc1|cfc1|ctc1|c\\.[a-z]+\\.[sd]|bc1[tf]|cvt\\.|(add|sub|mul|div|mov|neg|abs|sqrt)\\.[sd])\t' || true)
+        echo "  fpu instructions in the binary: $nfpu (informational)"
+    fi
     # 2. --version
     rc=0; out=$(timeout 60 "${q[@]}" "$bin" --version 2>&1) || rc=$?
     if ((rc == 0)) && grep -q "[0-9]\+\.[0-9]\+\.[0-9]\+" <<<"$out"; then
@@ -488,7 +584,7 @@ EOF
 EOF
     "${q[@]}" "$bin" -c "$dir/server.json" >"$dir/server.log" 2>&1 & SMOKE_PIDS+=($!)
     "${q[@]}" "$bin" -c "$dir/client.json" >"$dir/client.log" 2>&1 & SMOKE_PIDS+=($!)
-    rc=0; out=$(python3 "$helper" client "$lport" 262144 60 2>&1) || rc=$?
+    rc=0; out=$(python3 "$helper" client "$lport" 1048576 60 2>&1) || rc=$?
     local alive=""
     kill -0 "${SMOKE_PIDS[-2]}" 2>/dev/null || alive+=" server exited early;"
     kill -0 "${SMOKE_PIDS[-1]}" 2>/dev/null || alive+=" client exited early;"
