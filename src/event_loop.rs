@@ -24,8 +24,10 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::config::Config;
 use crate::framing::{Framer, OpenError};
+use crate::http::{self, HttpServer, Step};
 use crate::kcp::{Kcp, KcpConfig};
 use crate::proto::Session0;
+use crate::report::{self, Row, Snapshot};
 use crate::session::{Close, Role, Session, State, Timeouts};
 use crate::stats::Stats;
 use crate::sys::{self, Batch, SignalFd, SockOpts};
@@ -34,13 +36,22 @@ use crate::timer::{Millis, TimerHeap};
 const UDP: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const LISTENER: Token = Token(2);
+const HTTP_LISTENER: Token = Token(3);
+/// HTTP client `i` uses token `HTTP_BASE + i`.
+const HTTP_BASE: usize = 64;
 /// Session slot `s` uses token `SESSION_BASE + s`.
-const SESSION_BASE: usize = 16;
+const SESSION_BASE: usize = 1024;
 
 /// Timer keys below `TIMER_BASE` belong to the loop; session slot `s` uses `TIMER_BASE + s`.
 const TIMER_PING: usize = 0;
 const TIMER_ACCEPT: usize = 1;
-const TIMER_BASE: usize = 8;
+const TIMER_SILENCE: usize = 2;
+/// At most one move of a conversation to a new peer address per this many ms.
+const MOVE_GUARD: Millis = 1000;
+const TIMER_HTTP_BASE: usize = 8;
+const TIMER_BASE: usize = TIMER_HTTP_BASE + http::MAX_CLIENTS;
+/// Conversations listed one per line in `/stats`.
+const STATS_ROWS: usize = 1000;
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 const BATCH: usize = 64;
@@ -67,6 +78,8 @@ pub struct Settings {
     /// `0.0.0.0`, so a host without IPv6 still binds).
     pub kcp_bind: Vec<SocketAddr>,
     pub kcp_connect: Option<SocketAddr>,
+    /// The server's address as configured, for re-resolution after a silence.
+    pub kcp_connect_spec: Option<crate::config::Addr>,
     pub listen: Vec<SocketAddr>,
     pub connect: Option<SocketAddr>,
     pub udp_opts: SockOpts,
@@ -84,6 +97,11 @@ pub struct Settings {
     pub ping: Millis,
     pub max_sessions: usize,
     pub max_dials: usize,
+    pub http_listen: Option<SocketAddr>,
+    /// Client: nothing heard from the server for this long = unhealthy, and time to re-open
+    /// the UDP socket (kcptun-libev: clamp(keepalive * 3 + 4, 10, 1800) s).
+    pub peer_silence: Millis,
+    pub mode: &'static str,
 }
 
 impl Settings {
@@ -96,6 +114,7 @@ impl Settings {
         Settings {
             kcp_bind: all(&cfg.kcp_bind),
             kcp_connect: addr(&cfg.kcp_connect),
+            kcp_connect_spec: cfg.kcp_connect.clone(),
             listen: all(&cfg.listen),
             connect: addr(&cfg.connect),
             udp_opts: SockOpts {
@@ -131,6 +150,9 @@ impl Settings {
             ping: secs(cfg.keepalive),
             max_sessions: cfg.max_sessions as usize,
             max_dials: cfg.max_dials as usize,
+            http_listen: addr(&cfg.http_listen),
+            peer_silence: secs((cfg.keepalive * 3 + 4).clamp(10, 1800)),
+            mode: cfg.mode.name(),
         }
     }
 }
@@ -214,6 +236,25 @@ pub struct EventLoop {
     stopping: bool,
     /// The UDP reader stopped at its cap with datagrams possibly still queued.
     udp_again: bool,
+    http: Option<HttpServer>,
+    /// Time and counters of the previous `/stats` (for rates): (ms, udp stats, tcp rx, tcp tx).
+    last_report: Option<(Millis, Stats, u64, u64)>,
+    ping_rtt: Option<u32>,
+    /// Server side: open conversations by conv alone, to recognise a client that moved to a
+    /// new address (NAT rebinding). `AMBIGUOUS` when two peers use the same conv.
+    by_conv: HashMap<u32, usize>,
+    udp_binds: Vec<SocketAddr>,
+}
+
+const AMBIGUOUS: usize = usize::MAX;
+
+/// Why a conversation moved, for the log.
+fn family_note(a: &SocketAddr, b: &SocketAddr) -> &'static str {
+    if a.is_ipv4() == b.is_ipv4() {
+        ""
+    } else {
+        " (address family changed)"
+    }
 }
 
 impl EventLoop {
@@ -225,6 +266,7 @@ impl EventLoop {
             (true, _) => vec!["0.0.0.0:0".parse().unwrap()],
         };
         let mut udp = first_ok(&binds, |a| sys::udp_bind(a, &st.udp_opts), "udp bind")?;
+        let udp_binds = binds;
         let (snd, rcv) = sys::buffer_sizes(udp.as_raw_fd());
         info!(
             "udp socket on {} (kernel buffers: send {snd} B, receive {rcv} B)",
@@ -246,6 +288,15 @@ impl EventLoop {
         if let Some(l) = listener.as_mut() {
             poll.registry().register(l, LISTENER, Interest::READABLE)?;
         }
+        let http = match st.http_listen {
+            Some(addr) => {
+                let h = HttpServer::bind(&addr, poll.registry(), HTTP_LISTENER, HTTP_BASE)
+                    .map_err(|e| io::Error::new(e.kind(), format!("http_listen {addr}: {e}")))?;
+                info!("http status on {}", h.local_addr()?);
+                Some(h)
+            }
+            None => None,
+        };
         let signals = SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
         poll.registry().register(
             &mut SourceFd(&signals.as_raw_fd()),
@@ -287,6 +338,11 @@ impl EventLoop {
             last_server_rx: 0,
             stopping: false,
             udp_again: false,
+            http,
+            last_report: None,
+            ping_rtt: None,
+            by_conv: HashMap::new(),
+            udp_binds,
         })
     }
 
@@ -314,6 +370,8 @@ impl EventLoop {
         if self.st.kcp_connect.is_some() {
             // A PING first: it tells the operator at once whether the server answers.
             self.send_ping();
+            self.timers
+                .set(TIMER_SILENCE, self.now + self.st.peer_silence);
         }
         while !self.stopping {
             let timeout = if !self.again.is_empty() || self.udp_again {
@@ -339,6 +397,10 @@ impl EventLoop {
                     UDP => self.on_udp(),
                     LISTENER => self.on_accept(),
                     SIGNALS => self.on_signal(),
+                    HTTP_LISTENER => self.on_http_accept(),
+                    Token(t) if (HTTP_BASE..HTTP_BASE + http::MAX_CLIENTS).contains(&t) => {
+                        self.on_http(t - HTTP_BASE)
+                    }
                     Token(t) if t >= SESSION_BASE => {
                         self.on_tcp(t - SESSION_BASE, ev.is_readable(), ev.is_writable())
                     }
@@ -420,9 +482,12 @@ impl EventLoop {
         }
         let slot = match self.by_key.get(&(from, conv)) {
             Some(&s) => s,
-            None => match self.accept_conversation(p, from, conv) {
+            None => match self.moved_conversation(p, from, conv) {
                 Some(s) => s,
-                None => return,
+                None => match self.accept_conversation(p, from, conv) {
+                    Some(s) => s,
+                    None => return,
+                },
             },
         };
         let now32 = self.kcp_now();
@@ -445,6 +510,108 @@ impl EventLoop {
             sess.established = true;
         }
         self.service(slot);
+    }
+
+    /// An authenticated packet from a new address for a conversation we serve: the client's
+    /// NAT (or its WAN address) changed. Move the conversation instead of failing it. Only
+    /// authenticated packets get here, a packet that starts a conversation never moves one,
+    /// and a conversation moves at most once per `MOVE_GUARD`.
+    fn moved_conversation(&mut self, p: &[u8], from: SocketAddr, conv: u32) -> Option<usize> {
+        let &slot = self.by_conv.get(&conv)?;
+        if slot == AMBIGUOUS || is_conversation_start(p) {
+            return None;
+        }
+        let sess = self.sessions.get_mut(slot)?.as_mut()?;
+        if !sess.is_open() || sess.role != Role::Server {
+            return None;
+        }
+        if self.now < sess.moved_at + MOVE_GUARD && sess.moved_at != 0 {
+            self.out.stats.moves_refused += 1;
+            return None;
+        }
+        let old = sess.peer;
+        info!(
+            "conv {conv:#010x}: peer moved from {old} to {from}{}",
+            family_note(&old, &from)
+        );
+        sess.peer = from;
+        sess.moved_at = self.now.max(1);
+        self.by_key.remove(&(old, conv));
+        self.by_key.insert((from, conv), slot);
+        self.out.stats.peer_moves += 1;
+        Some(slot)
+    }
+
+    /// Client: nothing heard from the server for the peer-silence time. Its name may point
+    /// elsewhere now, and our NAT mapping may be gone: resolve again and re-open the UDP
+    /// socket (a new source port), then PING; live conversations carry on over the new
+    /// socket as soon as the server answers (it moves them to our new address).
+    fn on_silence_timer(&mut self) {
+        let silent = self.now.saturating_sub(self.last_server_rx);
+        if silent < self.st.peer_silence {
+            self.timers
+                .set(TIMER_SILENCE, self.last_server_rx + self.st.peer_silence);
+            return;
+        }
+        warn!(
+            "no reply from the server for {} s: resolving it again and re-opening the udp socket",
+            silent / 1000
+        );
+        self.out.stats.udp_reopens += 1;
+        self.out.send_batch();
+        // Blocking, but rare: at most once per peer-silence period.
+        if let Some(spec) = &self.st.kcp_connect_spec {
+            match spec.resolve() {
+                Ok(addrs) if !addrs.is_empty() => {
+                    let new = addrs[0];
+                    if Some(new) != self.st.kcp_connect {
+                        info!("server {} now resolves to {new}", spec.spec);
+                        self.rekey_client_sessions(new);
+                        self.st.kcp_connect = Some(new);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!("resolve {}: {e}", spec.spec),
+            }
+        }
+        // A peer (kcp_bind set) keeps its port: the other side expects it there.
+        if self.st.kcp_bind.is_empty() {
+            match first_ok(
+                &self.udp_binds,
+                |a| sys::udp_bind(a, &self.st.udp_opts),
+                "udp bind",
+            ) {
+                Ok(mut udp) => {
+                    let _ = self.poll.registry().deregister(&mut self.out.udp);
+                    if let Err(e) = self
+                        .poll
+                        .registry()
+                        .register(&mut udp, UDP, Interest::READABLE)
+                    {
+                        warn!("register new udp socket: {e}");
+                    } else {
+                        let local = udp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                        self.out.udp = udp;
+                        info!("udp socket re-opened on {local}");
+                    }
+                }
+                Err(e) => warn!("re-open udp socket: {e}"),
+            }
+        }
+        self.send_ping();
+        self.timers
+            .set(TIMER_SILENCE, self.now + self.st.peer_silence);
+    }
+
+    fn rekey_client_sessions(&mut self, new: SocketAddr) {
+        for (slot, s) in self.sessions.iter_mut().enumerate() {
+            let Some(sess) = s.as_mut() else { continue };
+            if sess.role == Role::Client && Some(sess.peer) == self.st.kcp_connect {
+                self.by_key.remove(&(sess.peer, sess.conv));
+                sess.peer = new;
+                self.by_key.insert((new, sess.conv), slot);
+            }
+        }
     }
 
     /// An authenticated packet for an unknown (address, conv): open a server-side
@@ -491,6 +658,9 @@ impl EventLoop {
             Session0::Pong(ts) => {
                 let rtt = self.kcp_now().wrapping_sub(ts);
                 trace!("pong from {from}: rtt {rtt} ms");
+                if Some(from) == self.st.kcp_connect && rtt < 600_000 {
+                    self.ping_rtt = Some(rtt);
+                }
             }
             Session0::Reset(conv) => {
                 if let Some(&slot) = self.by_key.get(&(from, conv)) {
@@ -711,6 +881,119 @@ impl EventLoop {
         }
     }
 
+    // ----- status over HTTP -----
+
+    fn on_http_accept(&mut self) {
+        let Some(h) = self.http.as_mut() else { return };
+        let mut armed = Vec::new();
+        h.accept(self.poll.registry(), self.now, &mut armed);
+        for (i, at) in armed {
+            self.timers.set(TIMER_HTTP_BASE + i, at);
+        }
+    }
+
+    fn on_http(&mut self, i: usize) {
+        let Some(h) = self.http.as_mut() else { return };
+        let Step::Request(req) = h.on_event(self.poll.registry(), i) else {
+            return;
+        };
+        let resp = self.http_answer(&req);
+        if let Some(h) = self.http.as_mut() {
+            h.respond(self.poll.registry(), i, resp);
+        }
+    }
+
+    fn http_answer(&mut self, req: &http::Request) -> Vec<u8> {
+        let get = req.method == "GET" || req.method == "HEAD";
+        match req.path.as_str() {
+            "/healthy" if get => match self.unhealthy() {
+                None => http::response(200, "text/plain", "ok\n"),
+                Some(why) => http::response(503, "text/plain", &format!("{why}\n")),
+            },
+            "/stats" if get || req.method == "POST" => {
+                let snap = self.snapshot(true);
+                let prev = self
+                    .last_report
+                    .as_ref()
+                    .map(|(ms, st, rx, tx)| (*ms, st, *rx, *tx));
+                let body = report::text(&snap, prev);
+                let (tcp_rx, tcp_tx) = (snap.tcp_rx, snap.tcp_tx);
+                self.last_report = Some((self.now, self.out.stats.clone(), tcp_rx, tcp_tx));
+                http::response(200, "text/plain; charset=utf-8", &body)
+            }
+            "/metrics" if get => {
+                let snap = self.snapshot(true);
+                http::response(200, "text/plain; version=0.0.4", &report::prometheus(&snap))
+            }
+            "/healthy" | "/stats" | "/metrics" => {
+                http::response(405, "text/plain", "method not allowed\n")
+            }
+            _ => http::response(404, "text/plain", "not found\n"),
+        }
+    }
+
+    /// Why the process is not healthy, or `None`. A server is healthy while it serves; a
+    /// client while it has heard from its server within the peer-silence time.
+    fn unhealthy(&self) -> Option<String> {
+        self.st.kcp_connect?;
+        let silence = self.now.saturating_sub(self.last_server_rx);
+        if self.last_server_rx == 0 && self.now < self.st.peer_silence {
+            return None; // just started: give the first PING its chance
+        }
+        (silence >= self.st.peer_silence)
+            .then(|| format!("no reply from the server for {} s", silence / 1000))
+    }
+
+    fn snapshot(&self, rows: bool) -> Snapshot<'_> {
+        let mut kcp = self.out.stats.kcp_gone;
+        let (mut tcp_rx, mut tcp_tx) = (self.out.stats.tcp_rx_bytes, self.out.stats.tcp_tx_bytes);
+        let mut list = Vec::new();
+        let (mut open, mut time_wait, mut omitted) = (0, 0, 0);
+        for sess in self.sessions.iter().flatten() {
+            kcp.add(sess.kcp.stats());
+            tcp_rx += sess.tcp_rx_bytes;
+            tcp_tx += sess.tcp_tx_bytes;
+            if sess.is_open() {
+                open += 1;
+            } else {
+                time_wait += 1;
+            }
+            if !rows || list.len() >= STATS_ROWS {
+                omitted += 1;
+                continue;
+            }
+            list.push(Row {
+                conv: sess.conv,
+                state: sess.state_name(),
+                peer: sess.peer,
+                age_ms: self.now.saturating_sub(sess.created),
+                rtt: sess.kcp.rtt(),
+                rto: sess.kcp.rto(),
+                waitsnd: sess.kcp.waitsnd(),
+                tcp_rx: sess.tcp_rx_bytes,
+                tcp_tx: sess.tcp_tx_bytes,
+            });
+        }
+        Snapshot {
+            mode: self.st.mode,
+            uptime_ms: self.now,
+            stats: &self.out.stats,
+            kcp,
+            tcp_rx,
+            tcp_tx,
+            open,
+            time_wait,
+            pending_dials: self.pending_dials,
+            server_silence_ms: self
+                .st
+                .kcp_connect
+                .map(|_| self.now.saturating_sub(self.last_server_rx)),
+            ping_rtt_ms: self.ping_rtt,
+            rows: list,
+            rows_omitted: omitted,
+        }
+    }
+
     // ----- timers -----
 
     fn run_timers(&mut self) {
@@ -726,6 +1009,12 @@ impl EventLoop {
                 TIMER_ACCEPT => {
                     self.accept_paused = false;
                     self.on_accept();
+                }
+                TIMER_SILENCE => self.on_silence_timer(),
+                k if k < TIMER_BASE => {
+                    if let Some(h) = self.http.as_mut() {
+                        h.expire(self.poll.registry(), k - TIMER_HTTP_BASE, self.now);
+                    }
                 }
                 k => self.on_session_timer(k - TIMER_BASE),
             }
@@ -782,7 +1071,9 @@ impl EventLoop {
             let out = &mut self.out;
             let peer = sess.peer;
             let mtu = sess.kcp.mss() + crate::kcp::OVERHEAD;
-            if self.st.flush > 0 || !sess.is_open() {
+            if let State::TimeWait { reset: true } = sess.state {
+                // Reset: the peer was told; nothing of this conversation goes out again.
+            } else if self.st.flush > 0 || !sess.is_open() {
                 sess.kcp.flush(now32, |pkt| out.send(pkt, mtu, &peer));
             } else {
                 // kcp.flush 0: only KCP's own interval timer sends.
@@ -807,8 +1098,13 @@ impl EventLoop {
         };
         let now32 = self.now as u32;
         let (proto_at, _) = sess.protocol_deadline(&self.st.timeouts);
-        let kcp_at = self.now + (sess.kcp.check(now32).wrapping_sub(now32) as i32).max(0) as u64;
-        self.timers.set(TIMER_BASE + slot, proto_at.min(kcp_at));
+        let at = if let State::TimeWait { reset: true } = sess.state {
+            proto_at // KCP is silent after a reset
+        } else {
+            let kcp_delay = (sess.kcp.check(now32).wrapping_sub(now32) as i32).max(0);
+            proto_at.min(self.now + kcp_delay as u64)
+        };
+        self.timers.set(TIMER_BASE + slot, at);
     }
 
     fn mark_dirty(&mut self, slot: usize) {
@@ -832,6 +1128,12 @@ impl EventLoop {
 
     fn put(&mut self, slot: usize, sess: Session) {
         self.by_key.insert((sess.peer, sess.conv), slot);
+        if sess.role == Role::Server {
+            self.by_conv
+                .entry(sess.conv)
+                .and_modify(|s| *s = AMBIGUOUS)
+                .or_insert(slot);
+        }
         self.sessions[slot] = Some(sess);
         self.open_sessions += 1;
         self.out.stats.sessions_opened += 1;
@@ -880,7 +1182,11 @@ impl EventLoop {
     /// Forgets a session whose TIME_WAIT ended.
     fn remove(&mut self, slot: usize) {
         if let Some(sess) = self.sessions.get_mut(slot).and_then(|s| s.take()) {
+            self.out.stats.kcp_gone.add(sess.kcp.stats());
             self.by_key.remove(&(sess.peer, sess.conv));
+            if self.by_conv.get(&sess.conv) == Some(&slot) {
+                self.by_conv.remove(&sess.conv);
+            }
             self.timers.remove(TIMER_BASE + slot);
             self.freed_now.push(slot);
             trace!("conv {:#010x}: forgotten", sess.conv);

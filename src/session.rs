@@ -114,6 +114,8 @@ pub struct Session {
     /// Last time bytes moved in either direction (the linger timer).
     last_progress: Millis,
     pub closed_at: Millis,
+    /// When the peer last moved to a new address (0 = never).
+    pub moved_at: Millis,
     pub tcp_rx_bytes: u64,
     pub tcp_tx_bytes: u64,
 }
@@ -144,6 +146,7 @@ impl Session {
             last_keepalive_tx: now,
             last_progress: now,
             closed_at: now,
+            moved_at: 0,
             tcp_rx_bytes: 0,
             tcp_tx_bytes: 0,
         }

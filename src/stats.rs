@@ -35,7 +35,33 @@ pub struct Stats {
     pub refused_dials: u64,
     pub dial_failures: u64,
     pub accept_errors: u64,
+    /// Conversations moved to a client's new address (NAT rebinding), and moves refused
+    /// because the conversation had moved less than a second before.
+    pub peer_moves: u64,
+    pub moves_refused: u64,
+    /// Client: UDP socket re-opened after the server went silent.
+    pub udp_reopens: u64,
     /// TCP payload bytes of closed sessions (live ones keep their own until they close).
     pub tcp_rx_bytes: u64,
     pub tcp_tx_bytes: u64,
+    /// KCP counters of conversations already forgotten (live ones keep their own).
+    pub kcp_gone: KcpTotals,
+}
+
+/// KCP counters summed over conversations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KcpTotals {
+    pub segs_sent: u64,
+    pub retrans_timeout: u64,
+    pub retrans_fast: u64,
+    pub segs_recv: u64,
+}
+
+impl KcpTotals {
+    pub fn add(&mut self, s: &crate::kcp::KcpStats) {
+        self.segs_sent += s.segs_sent;
+        self.retrans_timeout += s.retrans_timeout;
+        self.retrans_fast += s.retrans_fast;
+        self.segs_recv += s.segs_recv;
+    }
 }

@@ -135,7 +135,10 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-    pub fn signal(&self, sig: i32) {
+    pub fn signal(&mut self, sig: i32) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return; // already gone
+        }
         // SAFETY-free: use the kill command to stay within safe code.
         let _ = Command::new("kill")
             .arg(format!("-{sig}"))
@@ -286,6 +289,9 @@ pub struct Relay {
     threads: Vec<JoinHandle<()>>,
     /// Every datagram seen client → server, if recording was asked for.
     pub recorded: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Datagrams from this client address are dropped (a NAT mapping that went away).
+    pub block: Arc<Mutex<Option<SocketAddr>>>,
+    last_client: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl Relay {
@@ -320,6 +326,7 @@ impl Relay {
         let counters = Arc::new(RelayCounters::default());
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let block: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
         for s in [&front, &back] {
             s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         }
@@ -327,11 +334,12 @@ impl Relay {
         {
             // client -> server
             let (front, back) = (front.try_clone().unwrap(), back.try_clone().unwrap());
-            let (stop, counters, client, recorded) = (
+            let (stop, counters, client, recorded, block) = (
                 stop.clone(),
                 counters.clone(),
                 client.clone(),
                 recorded.clone(),
+                block.clone(),
             );
             threads.push(thread::spawn(move || {
                 let mut imp = Impairer::new(c2s, seed);
@@ -339,6 +347,10 @@ impl Relay {
                 while !stop.load(Ordering::Relaxed) {
                     match front.recv_from(&mut buf) {
                         Ok((n, from)) => {
+                            if *block.lock().unwrap() == Some(from) {
+                                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
                             *client.lock().unwrap() = Some(from);
                             counters.c2s.fetch_add(1, Ordering::Relaxed);
                             if record {
@@ -384,7 +396,21 @@ impl Relay {
             stop,
             threads,
             recorded,
+            block,
+            last_client: client,
         }
+    }
+
+    /// Drops everything from the client's current address from now on.
+    pub fn block_current_client(&self) -> Option<SocketAddr> {
+        let c = *self.last_client.lock().unwrap();
+        *self.block.lock().unwrap() = c;
+        c
+    }
+
+    /// The client address the relay last heard from.
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        *self.last_client.lock().unwrap()
     }
 
     pub fn stop(&mut self) {
@@ -559,4 +585,65 @@ pub fn tunnel_with(
         listen,
         kcp_bind,
     }
+}
+
+/// One HTTP/1.1 GET (or other method): (status, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut c = connect(addr);
+    write!(c, "{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {resp:?}"));
+    let body = resp.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
+    (status, body)
+}
+
+/// Parses Prometheus text exposition: checks the shape of every line and returns the
+/// samples as (name with labels, value). Panics on a malformed line.
+pub fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let mut typed = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE line");
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "counter without _total: {line}");
+            }
+            typed.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let name = series.split('{').next().unwrap();
+        assert!(typed.contains_key(name), "sample before its TYPE: {line}");
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            }
+        }
+        out.push((series.to_string(), value.parse().expect("numeric value")));
+    }
+    out
+}
+
+/// The value of one series (exact name with labels) in `/metrics` of `addr`.
+pub fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let (status, body) = http(addr, "GET", "/metrics");
+    assert_eq!(status, 200);
+    parse_prometheus(&body)
+        .into_iter()
+        .find(|(s, _)| s == series)
+        .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+        .1
 }
