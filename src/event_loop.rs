@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace, warn};
+use log::{debug, error, info, trace, warn};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -244,9 +244,18 @@ pub struct EventLoop {
     /// new address (NAT rebinding). `AMBIGUOUS` when two peers use the same conv.
     by_conv: HashMap<u32, usize>,
     udp_binds: Vec<SocketAddr>,
+    reload: Option<ReloadSource>,
 }
 
 const AMBIGUOUS: usize = usize::MAX;
+
+/// What SIGHUP needs: where the configuration came from, and what of it cannot change
+/// without a restart.
+pub struct ReloadSource {
+    pub path: std::path::PathBuf,
+    pub verbosity: i32,
+    pub current: Config,
+}
 
 /// Why a conversation moved, for the log.
 fn family_note(a: &SocketAddr, b: &SocketAddr) -> &'static str {
@@ -343,7 +352,13 @@ impl EventLoop {
             ping_rtt: None,
             by_conv: HashMap::new(),
             udp_binds,
+            reload: None,
         })
+    }
+
+    /// Enables SIGHUP reloads from this file.
+    pub fn set_reload_source(&mut self, src: ReloadSource) {
+        self.reload = Some(src);
     }
 
     pub fn udp_local_addr(&self) -> io::Result<SocketAddr> {
@@ -1049,13 +1064,119 @@ impl EventLoop {
     fn on_signal(&mut self) {
         while let Some(sig) = self.signals.next() {
             match sig {
-                libc::SIGHUP => info!("SIGHUP: configuration reload is not supported yet"),
+                libc::SIGHUP => self.reload(),
                 _ => {
                     info!("signal {sig}: shutting down");
                     self.stopping = true;
                 }
             }
         }
+    }
+
+    /// SIGHUP: read the configuration file again. The log level, KCP settings and timers
+    /// (for new conversations), limits, TCP options and the addresses of `connect` and
+    /// `kcp_connect` (resolved again) take effect; a different mode, method, key, listening
+    /// address or log sink needs a restart and is refused. An invalid file changes nothing.
+    fn reload(&mut self) {
+        let Some(src) = self.reload.take() else {
+            info!("SIGHUP: no configuration file to reload");
+            return;
+        };
+        if let Some(new) = self.reload_from(&src) {
+            self.reload = Some(ReloadSource {
+                current: new,
+                ..src
+            });
+        } else {
+            self.reload = Some(src);
+        }
+    }
+
+    /// Applies the file named by `src` if it can be; returns the new configuration.
+    fn reload_from(&mut self, src: &ReloadSource) -> Option<Config> {
+        let new = match Config::from_file(&src.path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(
+                    "reload {}: {e}; keeping the running configuration",
+                    src.path.display()
+                );
+                return None;
+            }
+        };
+        let old = &src.current;
+        let key_changed = match (old.key(), new.key()) {
+            (Ok(a), Ok(b)) => a != b,
+            (_, Err(e)) => {
+                error!(
+                    "reload {}: {e}; keeping the running configuration",
+                    src.path.display()
+                );
+                return None;
+            }
+            _ => true,
+        };
+        let mut refused = Vec::new();
+        if new.mode != old.mode {
+            refused.push("mode");
+        }
+        if new.method != old.method || key_changed {
+            refused.push("method/key");
+        }
+        if new.listen != old.listen || new.kcp_bind != old.kcp_bind {
+            refused.push("listen/kcp_bind");
+        }
+        if new.http_listen != old.http_listen || new.log != old.log || new.netdev != old.netdev {
+            refused.push("http_listen/log/netdev");
+        }
+        if !refused.is_empty() {
+            error!(
+                "reload {}: changing {} needs a restart; keeping the running configuration",
+                src.path.display(),
+                refused.join(", ")
+            );
+            return None;
+        }
+        let verbosity = src.verbosity;
+        crate::logging::set_level(new.loglevel, verbosity);
+        let fresh = Settings::from_config(&new);
+        if fresh.kcp_connect != self.st.kcp_connect {
+            if let Some(addr) = fresh.kcp_connect {
+                info!("reload: server address is now {addr}");
+                self.rekey_client_sessions(addr);
+            }
+        }
+        let st = &mut self.st;
+        st.kcp_connect = fresh.kcp_connect;
+        st.kcp_connect_spec = fresh.kcp_connect_spec;
+        st.connect = fresh.connect;
+        st.kcp_v4 = fresh.kcp_v4;
+        st.kcp_v6 = fresh.kcp_v6;
+        st.flush = fresh.flush;
+        st.timeouts = fresh.timeouts;
+        st.ping = fresh.ping;
+        st.peer_silence = fresh.peer_silence;
+        st.max_sessions = fresh.max_sessions;
+        st.max_dials = fresh.max_dials;
+        st.tcp_nodelay = fresh.tcp_nodelay;
+        st.tcp_keepalive = fresh.tcp_keepalive;
+        st.tcp_sndbuf = fresh.tcp_sndbuf;
+        st.tcp_rcvbuf = fresh.tcp_rcvbuf;
+        if st.ping > 0 && self.st.kcp_connect.is_some() {
+            self.timers.set(TIMER_PING, self.out.last_tx + self.st.ping);
+        }
+        info!(
+            "reloaded {} (loglevel {}, connect {}, kcp_connect {})",
+            src.path.display(),
+            new.loglevel,
+            new.connect
+                .as_ref()
+                .map_or("-".to_string(), |a| a.to_string()),
+            new.kcp_connect
+                .as_ref()
+                .map_or("-".to_string(), |a| a.to_string())
+        );
+        Some(new)
     }
 
     // ----- end of iteration -----

@@ -23,7 +23,9 @@
 
 use log::LevelFilter;
 use std::fmt;
-use std::io::Write;
+use std::io::{self, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Highest `loglevel` (kcptun-libev's LOG_LEVEL_VERYVERBOSE).
@@ -31,29 +33,36 @@ pub const MAX_LOGLEVEL: u8 = 8;
 /// kcptun-libev's default `loglevel` (LOG_LEVEL_NOTICE).
 pub const DEFAULT_LOGLEVEL: u8 = 4;
 
-/// Where log lines go. New sinks (syslog, a file) become new variants; [`init`] maps each to an
-/// `env_logger` target (a file or syslog writer fits `env_logger::Target::Pipe`).
+/// Where log lines go; [`init`] maps each to an `env_logger` target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum LogTarget {
     #[default]
     Stderr,
     Stdout,
+    /// The local syslog daemon (`/dev/log`), facility daemon.
+    Syslog,
+    /// Appended to this file (an absolute path). Rotate it with copytruncate.
+    File(PathBuf),
 }
 
 impl LogTarget {
-    /// Parses the config `log` value.
+    /// Parses the config `log` value: `stderr`, `stdout`, `syslog` or an absolute path.
     pub fn from_name(name: &str) -> Result<LogTarget, LogError> {
         match name {
             "stderr" => Ok(LogTarget::Stderr),
             "stdout" => Ok(LogTarget::Stdout),
+            "syslog" => Ok(LogTarget::Syslog),
+            p if p.starts_with('/') => Ok(LogTarget::File(PathBuf::from(p))),
             _ => Err(LogError::UnknownTarget(name.to_owned())),
         }
     }
 
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> String {
         match self {
-            LogTarget::Stderr => "stderr",
-            LogTarget::Stdout => "stdout",
+            LogTarget::Stderr => "stderr".into(),
+            LogTarget::Stdout => "stdout".into(),
+            LogTarget::Syslog => "syslog".into(),
+            LogTarget::File(p) => p.display().to_string(),
         }
     }
 }
@@ -64,6 +73,8 @@ pub enum LogError {
     UnknownTarget(String),
     /// A logger was already installed in this process.
     AlreadyInitialised,
+    /// The sink could not be opened (file, /dev/log).
+    Open(String),
 }
 
 impl fmt::Display for LogError {
@@ -72,10 +83,12 @@ impl fmt::Display for LogError {
             LogError::UnknownTarget(t) => {
                 write!(
                     f,
-                    "unknown log target {t:?} (expected \"stderr\" or \"stdout\")"
+                    "unknown log target {t:?} (expected \"stderr\", \"stdout\", \"syslog\" or an \
+                     absolute file path)"
                 )
             }
             LogError::AlreadyInitialised => f.write_str("the logger is already initialised"),
+            LogError::Open(e) => f.write_str(e),
         }
     }
 }
@@ -105,32 +118,114 @@ pub fn level_filter(loglevel: u8, verbosity: i32) -> LevelFilter {
     STEPS[base.saturating_add(verbosity).clamp(0, 5) as usize]
 }
 
-/// Installs the process logger. Call once, early in `main`.
+/// Installs the process logger. Call once, early in `main`; [`set_level`] changes the level
+/// later (SIGHUP).
 pub fn init(loglevel: u8, verbosity: i32, target: &LogTarget) -> Result<(), LogError> {
     let mut builder = env_logger::Builder::new();
-    match std::env::var("RUST_LOG") {
+    let from_env = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => {
             builder.parse_filters(&spec);
+            true
         }
         _ => {
-            builder.filter_level(level_filter(loglevel, verbosity));
+            // Everything passes the builder; log::max_level does the filtering, so that the
+            // level can change at run time. mio's own traces are noise to an operator.
+            builder.filter_level(LevelFilter::Trace);
+            builder.filter_module("mio", LevelFilter::Warn);
+            false
         }
-    }
+    };
+    let syslog = *target == LogTarget::Syslog;
     builder.target(match target {
         LogTarget::Stderr => env_logger::Target::Stderr,
         LogTarget::Stdout => env_logger::Target::Stdout,
+        LogTarget::Syslog => env_logger::Target::Pipe(Box::new(SyslogWriter::open()?)),
+        LogTarget::File(path) => env_logger::Target::Pipe(Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| LogError::Open(format!("log file {}: {e}", path.display())))?,
+        )),
     });
-    builder.format(|out, record| {
-        let letter = match record.level() {
-            log::Level::Error => 'E',
-            log::Level::Warn => 'W',
-            log::Level::Info => 'I',
-            log::Level::Debug => 'D',
-            log::Level::Trace => 'V',
+    let pid = std::process::id();
+    builder.format(move |out, record| {
+        let (letter, severity) = match record.level() {
+            log::Level::Error => ('E', 3),
+            log::Level::Warn => ('W', 4),
+            log::Level::Info => ('I', 6),
+            log::Level::Debug => ('D', 7),
+            log::Level::Trace => ('V', 7),
         };
-        writeln!(out, "{} {letter} {}", Timestamp::now(), record.args())
+        if syslog {
+            // RFC 3164 without a timestamp (the daemon adds it); facility daemon (3).
+            writeln!(
+                out,
+                "<{}>kcptun-rs[{pid}]: {}",
+                3 * 8 + severity,
+                record.args()
+            )
+        } else {
+            writeln!(out, "{} {letter} {}", Timestamp::now(), record.args())
+        }
     });
-    builder.try_init().map_err(|_| LogError::AlreadyInitialised)
+    builder
+        .try_init()
+        .map_err(|_| LogError::AlreadyInitialised)?;
+    if !from_env {
+        log::set_max_level(level_filter(loglevel, verbosity));
+    }
+    Ok(())
+}
+
+/// Changes the level after [`init`] (a reload), unless `RUST_LOG` decides.
+pub fn set_level(loglevel: u8, verbosity: i32) {
+    if std::env::var("RUST_LOG").map_or(true, |s| s.trim().is_empty()) {
+        log::set_max_level(level_filter(loglevel, verbosity));
+    }
+}
+
+/// Sends each complete line written to it as one datagram to the syslog socket.
+struct SyslogWriter {
+    sock: UnixDatagram,
+    line: Vec<u8>,
+}
+
+impl SyslogWriter {
+    fn open() -> Result<SyslogWriter, LogError> {
+        Self::open_at(std::path::Path::new("/dev/log"))
+    }
+
+    fn open_at(path: &std::path::Path) -> Result<SyslogWriter, LogError> {
+        let sock = UnixDatagram::unbound().map_err(|e| LogError::Open(format!("syslog: {e}")))?;
+        sock.connect(path)
+            .map_err(|e| LogError::Open(format!("syslog: {}: {e}", path.display())))?;
+        sock.set_nonblocking(true)
+            .map_err(|e| LogError::Open(format!("syslog: {e}")))?;
+        Ok(SyslogWriter {
+            sock,
+            line: Vec::with_capacity(256),
+        })
+    }
+}
+
+impl Write for SyslogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for &b in buf {
+            if b == b'\n' {
+                // A full syslog socket drops the line rather than stalling the event loop.
+                let _ = self.sock.send(&self.line);
+                self.line.clear();
+            } else if self.line.len() < 4096 {
+                self.line.push(b);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A UTC wall-clock time with millisecond resolution, printed as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -215,8 +310,14 @@ mod tests {
     fn targets() {
         assert_eq!(LogTarget::from_name("stderr"), Ok(LogTarget::Stderr));
         assert_eq!(LogTarget::from_name("stdout"), Ok(LogTarget::Stdout));
-        let e = LogTarget::from_name("syslog").unwrap_err();
-        assert!(e.to_string().contains("\"syslog\""), "{e}");
+        assert_eq!(LogTarget::from_name("syslog"), Ok(LogTarget::Syslog));
+        assert_eq!(
+            LogTarget::from_name("/var/log/kcptun.log"),
+            Ok(LogTarget::File("/var/log/kcptun.log".into()))
+        );
+        let e = LogTarget::from_name("kcptun.log").unwrap_err();
+        assert!(e.to_string().contains("\"kcptun.log\""), "{e}");
+        assert!(e.to_string().contains("absolute file path"), "{e}");
         assert_eq!(LogTarget::default().name(), "stderr");
     }
 
@@ -241,5 +342,24 @@ mod tests {
             "2025-12-31T23:59:59.999Z"
         );
         assert!(Timestamp::now().to_string().ends_with('Z'));
+    }
+
+    #[test]
+    fn syslog_writer_sends_one_datagram_per_line() {
+        let dir = std::env::temp_dir().join(format!("kcptun-syslog-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("log.sock");
+        let _ = std::fs::remove_file(&path);
+        let daemon = UnixDatagram::bind(&path).unwrap();
+        let mut w = SyslogWriter::open_at(&path).unwrap();
+        // env_logger may hand over a record in pieces; lines are what count.
+        w.write_all(b"<30>kcptun-rs[7]: first").unwrap();
+        w.write_all(b" line\n<27>kcptun-rs[7]: second\n").unwrap();
+        let mut buf = [0u8; 256];
+        let n = daemon.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"<30>kcptun-rs[7]: first line");
+        let n = daemon.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"<27>kcptun-rs[7]: second");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 
 use kcptun::cli::{self, Action};
 use kcptun::config::Config;
-use kcptun::event_loop::{EventLoop, Settings};
+use kcptun::event_loop::{EventLoop, ReloadSource, Settings};
 use kcptun::framing::{self, Framer, Method, ReplayFilter};
 use kcptun::logging;
+use kcptun::sys;
 use log::{error, info};
 
 fn main() -> ExitCode {
@@ -55,7 +56,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Action::Run(path) => run(&path, args.verbosity),
+        Action::Run(path) => run(&path, args.verbosity, args.user.clone()),
     }
 }
 
@@ -69,7 +70,7 @@ fn load(path: &std::path::Path) -> Result<Config, String> {
     Ok(cfg)
 }
 
-fn run(path: &std::path::Path, verbosity: i32) -> ExitCode {
+fn run(path: &std::path::Path, verbosity: i32, user: Option<String>) -> ExitCode {
     // The key is derived once, below (a password costs an Argon2id run).
     let cfg = match Config::from_file(path) {
         Ok(c) => c,
@@ -104,6 +105,18 @@ fn run(path: &std::path::Path, verbosity: i32) -> ExitCode {
         cfg.mode.name(),
         cfg.method.name()
     );
+    // `-u` wins over the config's `user`. Resolved before binding (so a typo fails fast),
+    // applied after (so privileged ports and SO_BINDTODEVICE work).
+    let identity = match user.or_else(|| cfg.user.clone()) {
+        Some(spec) => match sys::lookup_identity(&spec) {
+            Ok(id) => Some((spec, id)),
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let mut ev = match EventLoop::new(Settings::from_config(&cfg), framer) {
         Ok(ev) => ev,
         Err(e) => {
@@ -111,6 +124,18 @@ fn run(path: &std::path::Path, verbosity: i32) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some((spec, id)) = identity {
+        if let Err(e) = sys::drop_privileges(&id) {
+            error!("dropping privileges to {spec}: {e}; refusing to run");
+            return ExitCode::FAILURE;
+        }
+        info!("running as {spec} (uid {}, gid {})", id.uid, id.gid);
+    }
+    ev.set_reload_source(ReloadSource {
+        path: path.to_path_buf(),
+        verbosity,
+        current: cfg,
+    });
     match ev.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -500,3 +500,102 @@ mod tests {
         assert_eq!(&bytes[..3], &[4, 5, 6]);
     }
 }
+
+/// Who to become after the sockets are bound: `USER[:GROUP]`, names or numeric ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+}
+
+/// Resolves `USER[:GROUP]`. Without a group, the user's primary group.
+pub fn lookup_identity(spec: &str) -> Result<Identity, String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user.is_empty() || group == Some("") {
+        return Err(format!("user {spec:?}: expected USER[:GROUP]"));
+    }
+    let (uid, primary) = lookup_user(user)?;
+    let gid = match group {
+        None => primary,
+        Some(g) => lookup_group(g)?,
+    };
+    Ok(Identity { uid, gid })
+}
+
+fn lookup_user(name: &str) -> Result<(libc::uid_t, libc::gid_t), String> {
+    let cname = std::ffi::CString::new(name).map_err(|_| format!("user {name:?}: invalid"))?;
+    // SAFETY: passwd is plain old data, filled by getpwnam_r; buf outlives every use of the
+    // pointers it holds (we copy the two ids out before returning).
+    let mut pw: libc::passwd = unsafe { mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the sizes given.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    if rc == 0 && !out.is_null() {
+        return Ok((pw.pw_uid, pw.pw_gid));
+    }
+    // A numeric id that has no passwd entry is still a valid target.
+    match name.parse::<libc::uid_t>() {
+        Ok(uid) => Ok((uid, uid as libc::gid_t)),
+        Err(_) => Err(format!("user {name:?} not found")),
+    }
+}
+
+fn lookup_group(name: &str) -> Result<libc::gid_t, String> {
+    let cname = std::ffi::CString::new(name).map_err(|_| format!("group {name:?}: invalid"))?;
+    // SAFETY: as in lookup_user, for struct group.
+    let mut gr: libc::group = unsafe { mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the sizes given.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut gr,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    if rc == 0 && !out.is_null() {
+        return Ok(gr.gr_gid);
+    }
+    name.parse::<libc::gid_t>()
+        .map_err(|_| format!("group {name:?} not found"))
+}
+
+/// Drops every privilege for good: supplementary groups, then the group, then the user, and
+/// checks that it worked (all real, effective and saved ids changed, and root cannot be
+/// regained). An error means the process must not go on.
+pub fn drop_privileges(id: &Identity) -> Result<(), String> {
+    let gids = [id.gid];
+    syscall!(setgroups(1, gids.as_ptr())).map_err(|e| format!("setgroups: {e}"))?;
+    syscall!(setresgid(id.gid, id.gid, id.gid)).map_err(|e| format!("setgid {}: {e}", id.gid))?;
+    syscall!(setresuid(id.uid, id.uid, id.uid)).map_err(|e| format!("setuid {}: {e}", id.uid))?;
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    syscall!(getresuid(&mut r, &mut e, &mut s)).map_err(|e| format!("getresuid: {e}"))?;
+    if (r, e, s) != (id.uid, id.uid, id.uid) {
+        return Err(format!("still uid {r}/{e}/{s} after setuid({})", id.uid));
+    }
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    syscall!(getresgid(&mut r, &mut e, &mut s)).map_err(|e| format!("getresgid: {e}"))?;
+    if (r, e, s) != (id.gid, id.gid, id.gid) {
+        return Err(format!("still gid {r}/{e}/{s} after setgid({})", id.gid));
+    }
+    // SAFETY: setuid has no memory-safety preconditions.
+    if id.uid != 0 && unsafe { libc::setuid(0) } == 0 {
+        return Err("root could be regained after dropping privileges".into());
+    }
+    Ok(())
+}

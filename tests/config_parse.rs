@@ -561,7 +561,7 @@ fn error_bad_psk_never_echoed() {
 
 #[test]
 fn error_log_target() {
-    let e = parse_err(&with(server(), json!({"log": "syslog"})));
+    let e = parse_err(&with(server(), json!({"log": "relative/file.log"})));
     assert!(matches!(e, ConfigError::Log { .. }));
     assert!(e.to_string().starts_with("\"log\": "), "{e}");
 }

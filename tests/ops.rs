@@ -319,3 +319,215 @@ fn server_restart_new_connections_work_within_two_seconds() {
         back.elapsed()
     );
 }
+
+fn proc_ids(pid: u32) -> (String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+fn is_root() -> bool {
+    proc_ids(std::process::id()).0.starts_with("0 ")
+}
+
+#[test]
+fn privileges_are_dropped_after_binding() {
+    if !is_root() {
+        eprintln!("skipping: privilege drop needs root");
+        return;
+    }
+    let echo = echo_server();
+    let t = tunnel_with(
+        echo.addr,
+        Impair::default(),
+        Impair::default(),
+        28,
+        |s| s["user"] = serde_json::json!("nobody"),
+        |c| c["user"] = serde_json::json!("nobody:nogroup"),
+    );
+    for p in [&t.server, &t.client] {
+        wait_log(p, "running as nobody"); // logged right after the drop
+        let (uid, gid) = proc_ids(p.pid());
+        assert_eq!(uid, "65534 65534 65534 65534", "{} uid", p.name);
+        assert_eq!(gid, "65534 65534 65534 65534", "{} gid", p.name);
+        let groups = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
+        let groups = groups.lines().find(|l| l.starts_with("Groups:")).unwrap();
+        assert_eq!(
+            groups.split_whitespace().skip(1).collect::<Vec<_>>(),
+            ["65534"]
+        );
+    }
+    // Still forwarding (the sockets were bound before the drop).
+    echo_roundtrip_len(t.listen, 51, MIB);
+}
+
+#[test]
+fn unknown_user_refuses_to_start() {
+    let dir = tmpdir("baduser");
+    let cfg = dir.join("c.json");
+    let mut v = server_config(addr(free_udp_port()), addr(free_tcp_port()));
+    v["user"] = serde_json::json!("no-such-user-kcptun");
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kcptun-rs"))
+        .arg("-c")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-user-kcptun"), "{err}");
+}
+
+fn banner_server(banner: &'static [u8]) -> SocketAddr {
+    scripted_server(move |mut c| {
+        let _ = c.write_all(banner);
+    })
+}
+
+fn read_banner(listen: SocketAddr) -> Vec<u8> {
+    let mut c = connect(listen);
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    got
+}
+
+fn wait_log(p: &Proc, needle: &str) {
+    let t = Instant::now();
+    while !p.log_text().contains(needle) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{} never logged {needle:?}",
+            p.name
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_errors() {
+    let one = banner_server(b"ONE");
+    let two = banner_server(b"TWO");
+    let mut t = tunnel_with(
+        one,
+        Impair::default(),
+        Impair::default(),
+        29,
+        |s| s["loglevel"] = serde_json::json!(4),
+        |_| {},
+    );
+    assert_eq!(read_banner(t.listen), b"ONE");
+    assert!(
+        !t.server.log_text().contains(" D conv"),
+        "debug lines at loglevel 4"
+    );
+
+    // A valid change: new target, more verbose.
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&t.server.config).unwrap()).unwrap();
+    cfg["connect"] = serde_json::json!(two.to_string());
+    cfg["loglevel"] = serde_json::json!(6);
+    std::fs::write(&t.server.config, cfg.to_string()).unwrap();
+    t.server.signal(1);
+    wait_log(&t.server, "reloaded");
+    assert_eq!(read_banner(t.listen), b"TWO");
+    wait_log(&t.server, " D conv"); // debug level is on now
+
+    // An invalid file: logged, nothing changes.
+    std::fs::write(&t.server.config, "{ not json").unwrap();
+    t.server.signal(1);
+    wait_log(&t.server, "keeping the running configuration");
+    assert_eq!(read_banner(t.listen), b"TWO");
+
+    // A mode change (a client config for the server process): refused.
+    let client_cfg = client_config(addr(free_tcp_port()), t.kcp_bind);
+    std::fs::write(&t.server.config, client_cfg.to_string()).unwrap();
+    t.server.signal(1);
+    wait_log(&t.server, "needs a restart");
+    assert_eq!(read_banner(t.listen), b"TWO");
+    assert!(
+        t.server.child.try_wait().unwrap().is_none(),
+        "the server died"
+    );
+}
+
+#[test]
+fn log_goes_to_a_file_when_asked() {
+    let dir = tmpdir("logfile");
+    let file = dir.join("kcptun.log");
+    let echo = echo_server();
+    let kcp_bind = addr(free_udp_port());
+    let mut cfg = server_config(kcp_bind, echo.addr);
+    cfg["log"] = serde_json::json!(file.to_str().unwrap());
+    let cfg_path = dir.join("c.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kcptun-rs"))
+        .arg("-c")
+        .arg(&cfg_path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .contains("udp socket on")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "nothing logged to the file"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(" I kcptun-rs "), "{text}");
+}
+
+/// A syslog sink that cannot be opened is a start-up error, not a silent loss of logs; with
+/// a syslog socket present, the lines arrive there in RFC 3164 form.
+#[test]
+fn syslog_sink_sends_rfc3164_lines_or_fails_clearly() {
+    let dir = tmpdir("syslog");
+    let mut cfg = server_config(addr(free_udp_port()), addr(free_tcp_port()));
+    cfg["log"] = serde_json::json!("syslog");
+    let cfg_path = dir.join("c.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    if !std::path::Path::new("/dev/log").exists() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kcptun-rs"))
+            .arg("-c")
+            .arg(&cfg_path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("syslog: /dev/log"), "{err}");
+        return;
+    }
+    eprintln!("a system syslog socket exists: checking only that the process starts");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kcptun-rs"))
+        .arg("-c")
+        .arg(&cfg_path)
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited with syslog present"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

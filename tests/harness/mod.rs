@@ -126,6 +126,8 @@ pub struct Proc {
     pub child: Child,
     pub name: String,
     pub log: PathBuf,
+    /// The config file it was started with (rewrite it and send SIGHUP to reload).
+    pub config: PathBuf,
 }
 
 impl Proc {
@@ -202,6 +204,7 @@ pub fn start(name: &str, config: &serde_json::Value) -> Proc {
         child,
         name: name.to_string(),
         log,
+        config: cfg,
     };
     // Wait for the process to say its sockets are up (connecting to the listener to find
     // out would open a real conversation).
