@@ -200,3 +200,44 @@ fn typos_are_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no instance 'nope'"));
 }
+
+#[test]
+fn busybox_gives_the_same_json() {
+    // Routers run the script with busybox ash and awk; Debian's sh/awk are dash and mawk.
+    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+    else {
+        eprintln!("skipping: busybox not installed");
+        return;
+    };
+    let bin = temp_file("bb", "");
+    let _ = std::fs::remove_file(&bin);
+    std::fs::create_dir(&bin).expect("mkdir");
+    for applet in ["sh", "awk"] {
+        std::os::unix::fs::symlink(busybox, bin.join(applet)).expect("symlink");
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for instance in ["client", "server"] {
+        let out = Command::new(bin.join("sh"))
+            .env("PATH", &path)
+            .arg(root().join("contrib/openwrt/uci2json.sh"))
+            .arg(sample())
+            .arg(instance)
+            .output()
+            .expect("run busybox sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(v, convert(&sample(), instance), "{instance}");
+    }
+    let _ = std::fs::remove_dir_all(&bin);
+}
