@@ -423,8 +423,8 @@ impl EventLoop {
                 }
             }
             let again = std::mem::take(&mut self.again);
-            for slot in &again {
-                self.service(*slot);
+            for &slot in &again {
+                self.mark_dirty(slot);
             }
             self.again = again;
             self.again.clear();
@@ -524,7 +524,9 @@ impl EventLoop {
         if sess.role == Role::Client && !sess.established {
             sess.established = true;
         }
-        self.service(slot);
+        // The data moves once per session per iteration (finish_iteration), however many
+        // datagrams arrived for it: one TCP write per batch, not one per datagram.
+        self.mark_dirty(slot);
     }
 
     /// An authenticated packet from a new address for a conversation we serve: the client's
@@ -788,7 +790,6 @@ impl EventLoop {
         sess.start_client(stream);
         debug!("conv {conv:#010x}: accepted {addr}");
         self.put(slot, sess);
-        self.service(slot);
         self.mark_dirty(slot);
     }
 
@@ -868,13 +869,13 @@ impl EventLoop {
             self.pending_dials -= 1;
             debug!("conv {:#010x}: connected", sess.conv);
         }
-        self.service(slot);
+        self.mark_dirty(slot);
     }
 
-    /// Moves data both ways for one session and handles what that reveals. The session is
-    /// marked dirty: its packets are flushed and its deadline recomputed at the end of the
-    /// iteration.
-    fn service(&mut self, slot: usize) {
+    /// Moves data both ways for one session and handles what that reveals (a dial to start,
+    /// an error that closes it, more work than one turn allows). Called once per dirty
+    /// session at the end of an iteration.
+    fn pump(&mut self, slot: usize) {
         let now = self.now;
         let Some(sess) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
             return;
@@ -891,7 +892,6 @@ impl EventLoop {
                 if sess.want_dial {
                     self.start_dial(slot);
                 }
-                self.mark_dirty(slot);
             }
         }
     }
@@ -1056,8 +1056,6 @@ impl EventLoop {
             debug!("conv {:#010x}: link dead", sess.conv);
             return self.close(slot, Close::Timeout("link dead"));
         }
-        // ACKs may have freed window: let TCP move again.
-        self.service(slot);
         self.mark_dirty(slot);
     }
 
@@ -1183,9 +1181,15 @@ impl EventLoop {
 
     fn finish_iteration(&mut self) {
         let now32 = self.kcp_now();
-        let dirty = std::mem::take(&mut self.dirty);
-        for &slot in &dirty {
+        // By index: handling a slot can mark it (or another) dirty again, e.g. when it
+        // closes; those entries are appended and handled in this same pass, so no flag is
+        // left set behind the list's back.
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let slot = self.dirty[i];
+            i += 1;
             self.dirty_flag[slot] = false;
+            self.pump(slot);
             let Some(sess) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
                 continue;
             };
@@ -1206,7 +1210,6 @@ impl EventLoop {
             }
             self.reschedule(slot);
         }
-        self.dirty = dirty;
         self.dirty.clear();
         self.out.send_batch();
         // Slots freed in this iteration become reusable now that its events are spent.
@@ -1309,6 +1312,9 @@ impl EventLoop {
                 self.by_conv.remove(&sess.conv);
             }
             self.timers.remove(TIMER_BASE + slot);
+            if let Some(f) = self.dirty_flag.get_mut(slot) {
+                *f = false;
+            }
             self.freed_now.push(slot);
             trace!("conv {:#010x}: forgotten", sess.conv);
         }

@@ -151,3 +151,32 @@ fn sigterm_resets_peers_and_exits_zero_within_a_second() {
     let st = t.client.wait_exit(Duration::from_secs(1));
     assert!(st.is_some_and(|s| s.success()), "client exit: {st:?}");
 }
+
+/// A conversation that ended cleanly goes through TIME_WAIT, and its slot is then reused by
+/// the next connection, which must work (a dirty flag left set once made it hang for good).
+#[test]
+fn slots_are_reused_after_time_wait() {
+    let echo = echo_server();
+    let t = tunnel_with(
+        echo.addr,
+        Impair::default(),
+        Impair::default(),
+        10,
+        |s| s["time_wait"] = serde_json::json!(5),
+        |c| c["time_wait"] = serde_json::json!(5),
+    );
+    let roundtrip = |msg: &[u8]| {
+        let mut c = connect(t.listen);
+        c.write_all(msg).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got, msg);
+    };
+    roundtrip(b"first");
+    std::thread::sleep(Duration::from_millis(6000)); // TIME_WAIT (5 s) ends, the slot is freed
+    for i in 0..5 {
+        roundtrip(format!("after time_wait {i}").as_bytes());
+    }
+    assert_eq!(echo.accepted.load(std::sync::atomic::Ordering::Relaxed), 6);
+}
