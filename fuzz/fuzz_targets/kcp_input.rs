@@ -69,14 +69,18 @@ fuzz_target!(|data: &[u8]| {
                 let mut d = Vec::new();
                 for _ in 0..1 + inp.u8() % 3 {
                     let cmd = 81 + inp.u8() % 5; // 85 is not a command
-                    let frg = if inp.u8() % 8 == 0 { inp.u8() } else { 0 };
+                    let frg = if inp.u8().is_multiple_of(8) {
+                        inp.u8()
+                    } else {
+                        0
+                    };
                     let wnd = inp.u16();
                     let ts = now.wrapping_sub(inp.u16() as u32);
                     let sn = (inp.u16() as i16) as i32 as u32;
                     let una = (inp.u16() as i16) as i32 as u32;
                     let len = inp.u16() as usize % 1500;
                     let payload = inp.bytes(len);
-                    let claimed = if inp.u8() % 16 == 0 {
+                    let claimed = if inp.u8().is_multiple_of(16) {
                         inp.u32()
                     } else {
                         payload.len() as u32

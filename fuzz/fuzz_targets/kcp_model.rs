@@ -171,6 +171,7 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         now = now.wrapping_add(50);
+        #[allow(clippy::needless_range_loop)] // `dir` also picks the sides
         for dir in 0..2 {
             let q = &mut net[dir];
             let s = if dir == 0 { &mut a } else { &mut b };

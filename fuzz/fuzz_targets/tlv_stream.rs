@@ -100,10 +100,8 @@ fuzz_target!(|data: &[u8]| {
         }
         pos += piece_len;
     }
-    if err.is_none() {
-        if dec.push_remaining() > 0 {
-            got.push(Ev::Push(open.take().unwrap_or_default(), false));
-        }
+    if err.is_none() && dec.push_remaining() > 0 {
+        got.push(Ev::Push(open.take().unwrap_or_default(), false));
     }
     assert_eq!(err, want_err, "error differs");
     if want_err.is_none() {

@@ -1,0 +1,126 @@
+//! The soak test (issue 8), not in CI: `bench/soak.sh` runs it. 50 workers open connections
+//! through a client and server joined by the harness relay with the netlab `lossy` profile's
+//! impairment (2% loss each way, 50 ms one-way delay; the 50 Mbit/s rate limit is not
+//! emulated), each transfers a random size both ways through an echo target and checks every
+//! byte, closes, and starts again. Reports connections, bytes, failures and RSS over time.
+
+mod harness;
+mod hostile_common;
+
+use std::io::Write;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use harness::*;
+use hostile_common::rss_kib;
+
+#[test]
+#[ignore = "soak: SOAK_SECS (default 3600) of traffic; run by bench/soak.sh"]
+fn soak_lossy_50_connections() {
+    let secs: u64 = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3600);
+    let workers: u64 = std::env::var("SOAK_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let lossy = Impair {
+        loss: 0.02,
+        delay: Duration::from_millis(50),
+        ..Impair::default()
+    };
+    let echo = echo_server();
+    let t = tunnel_with(echo.addr, lossy.clone(), lossy, 0x50a4, |_| {}, |_| {});
+    let (cpid, spid) = (t.client.pid(), t.server.pid());
+    let stop = Arc::new(AtomicBool::new(false));
+    let conns = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let listen = t.listen;
+    let handles: Vec<_> = (0..workers)
+        .map(|w| {
+            let (stop, conns, bytes, failures) =
+                (stop.clone(), conns.clone(), bytes.clone(), failures.clone());
+            thread::spawn(move || {
+                let mut rng = Rng(0x5eed ^ w);
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // Log-uniform sizes from 1 byte to 4 MiB.
+                    let len =
+                        (1u64 << (rng.next() % 23)) + rng.next() % (1 << (rng.next() % 22 + 1));
+                    let len = len.min(4 << 20) as usize;
+                    let seed = (w << 32) | i;
+                    i += 1;
+                    let r = (|| -> Result<(), String> {
+                        let c = connect(listen);
+                        let mut wr = c.try_clone().map_err(|e| e.to_string())?;
+                        let writer = thread::spawn(move || {
+                            let r = send_stream(&mut wr, seed, len);
+                            let _ = wr.shutdown(Shutdown::Write);
+                            r
+                        });
+                        let mut rd = c;
+                        let got = expect_stream(&mut rd, seed, len);
+                        writer.join().unwrap().map_err(|e| format!("write: {e}"))?;
+                        got.map(|_| ())
+                    })();
+                    match r {
+                        Ok(()) => {
+                            conns.fetch_add(1, Ordering::Relaxed);
+                            bytes.fetch_add(2 * len as u64, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("worker {w} connection {i} ({len} B): {e}");
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut rows = Vec::new();
+    let mut next = Duration::ZERO;
+    while start.elapsed() < Duration::from_secs(secs) {
+        if start.elapsed() >= next {
+            let row = (
+                start.elapsed().as_secs(),
+                conns.load(Ordering::Relaxed),
+                bytes.load(Ordering::Relaxed),
+                failures.load(Ordering::Relaxed),
+                rss_kib(cpid),
+                rss_kib(spid),
+            );
+            eprintln!(
+                "t={:>5}s connections {:>7} bytes {:>12} failures {} RSS KiB client {} server {}",
+                row.0, row.1, row.2, row.3, row.4, row.5
+            );
+            let _ = std::io::stderr().flush();
+            rows.push(row);
+            next += Duration::from_secs(60);
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let (c, b, f) = (
+        conns.load(Ordering::Relaxed),
+        bytes.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "soak done: {secs} s, {workers} workers, {c} connections, {b} bytes checked, {f} \
+         failures; RSS KiB client {} server {} at the end; relay dropped {} datagrams",
+        rss_kib(cpid),
+        rss_kib(spid),
+        t.relay.counters.dropped.load(Ordering::Relaxed)
+    );
+    assert_eq!(f, 0, "failed connections");
+    assert!(c > 0);
+}
