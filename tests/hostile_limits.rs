@@ -212,3 +212,42 @@ fn fd_exhaustion_pauses_accept_and_resumes() {
         get(&cc, "accept_errors")
     );
 }
+
+/// The server out of descriptors: dials fail with EMFILE, each is counted and RESET to the
+/// client (whose connection closes instead of hanging); once connections end, dials work.
+#[test]
+fn server_fd_exhaustion_fails_dials_cleanly_and_recovers() {
+    let echo = echo_server();
+    let kcp_bind: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    let mut server = start_wrapped(
+        "server",
+        &server_config(kcp_bind, echo.addr),
+        &["prlimit", "--nofile=16:16", "--"],
+    );
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let _client = start("client", &client_config(listen, kcp_bind));
+    let mut conns: Vec<TcpStream> = (0..24).map(|_| connect(listen)).collect();
+    let (mut served, mut closed) = (0, 0);
+    for c in &mut conns {
+        if echoes(c, b"fd", Duration::from_secs(5)) {
+            served += 1;
+        } else {
+            closed += 1;
+        }
+    }
+    assert!(served >= 1, "nothing served");
+    assert!(
+        closed >= 1,
+        "24 dials under a limit of 16 descriptors all worked"
+    );
+    conns.clear();
+    thread::sleep(Duration::from_secs(2));
+    let mut c = connect(listen);
+    assert!(echoes(&mut c, b"recovered", Duration::from_secs(10)));
+    let sc = stop_and_count(&mut server);
+    assert!(get(&sc, "dial_failures") >= 1, "{sc:?}");
+    eprintln!(
+        "server EMFILE: {served} served, {closed} refused, dial_failures {}",
+        get(&sc, "dial_failures")
+    );
+}
