@@ -46,6 +46,9 @@ const SESSION_BASE: usize = 1024;
 const TIMER_PING: usize = 0;
 const TIMER_ACCEPT: usize = 1;
 const TIMER_SILENCE: usize = 2;
+/// After the peer-silence time, a PING gets this long to be answered before the client
+/// resolves the server again and re-opens its socket.
+const SILENCE_PROBE: Millis = 3000;
 /// At most one move of a conversation to a new peer address per this many ms.
 const MOVE_GUARD: Millis = 1000;
 const TIMER_HTTP_BASE: usize = 8;
@@ -195,12 +198,11 @@ impl Output {
         if queued == 0 {
             return;
         }
-        match self.tx.send_to(self.udp.as_raw_fd()) {
-            Ok(sent) => self.stats.udp_tx_dropped += (queued - sent) as u64,
-            Err(e) => {
-                self.stats.udp_tx_errors += 1;
-                debug!("udp send: {e}");
-            }
+        let (sent, err) = self.tx.send_to(self.udp.as_raw_fd());
+        self.stats.udp_tx_dropped += (queued - sent) as u64;
+        if let Some(e) = err {
+            self.stats.udp_tx_errors += 1;
+            debug!("udp send: {e}");
         }
     }
 }
@@ -242,9 +244,13 @@ pub struct EventLoop {
     ping_rtt: Option<u32>,
     /// Server side: open conversations by conv alone, to recognise a client that moved to a
     /// new address (NAT rebinding). `AMBIGUOUS` when two peers use the same conv.
-    by_conv: HashMap<u32, usize>,
+    by_conv: HashMap<u32, (usize, u32)>,
     udp_binds: Vec<SocketAddr>,
     reload: Option<ReloadSource>,
+    /// Client: when the PING that checks a silent server left (0 = none outstanding).
+    silence_probe_at: Millis,
+    /// Accepting stopped at its cap with connections possibly still waiting.
+    accept_again: bool,
 }
 
 const AMBIGUOUS: usize = usize::MAX;
@@ -353,6 +359,8 @@ impl EventLoop {
             by_conv: HashMap::new(),
             udp_binds,
             reload: None,
+            silence_probe_at: 0,
+            accept_again: false,
         })
     }
 
@@ -389,7 +397,7 @@ impl EventLoop {
                 .set(TIMER_SILENCE, self.now + self.st.peer_silence);
         }
         while !self.stopping {
-            let timeout = if !self.again.is_empty() || self.udp_again {
+            let timeout = if !self.again.is_empty() || self.udp_again || self.accept_again {
                 Some(Duration::ZERO)
             } else {
                 self.timers.peek().map(|(at, _)| {
@@ -407,6 +415,9 @@ impl EventLoop {
             if std::mem::take(&mut self.udp_again) {
                 self.on_udp();
             }
+            if std::mem::take(&mut self.accept_again) {
+                self.on_accept();
+            }
             for ev in events.iter() {
                 match ev.token() {
                     UDP => self.on_udp(),
@@ -417,7 +428,13 @@ impl EventLoop {
                         self.on_http(t - HTTP_BASE)
                     }
                     Token(t) if t >= SESSION_BASE => {
-                        self.on_tcp(t - SESSION_BASE, ev.is_readable(), ev.is_writable())
+                        // An error or hang-up shows itself on the next read or write.
+                        let fault = ev.is_error() || ev.is_read_closed() || ev.is_write_closed();
+                        self.on_tcp(
+                            t - SESSION_BASE,
+                            ev.is_readable() || fault,
+                            ev.is_writable() || fault,
+                        )
                     }
                     _ => {}
                 }
@@ -534,8 +551,9 @@ impl EventLoop {
     /// authenticated packets get here, a packet that starts a conversation never moves one,
     /// and a conversation moves at most once per `MOVE_GUARD`.
     fn moved_conversation(&mut self, p: &[u8], from: SocketAddr, conv: u32) -> Option<usize> {
-        let &slot = self.by_conv.get(&conv)?;
-        if slot == AMBIGUOUS || is_conversation_start(p) {
+        let &(slot, _) = self.by_conv.get(&conv)?;
+        // A packet with segment 0 starts a conversation: never a reason to move one.
+        if slot == AMBIGUOUS || carries_first_segment(p) {
             return None;
         }
         let sess = self.sessions.get_mut(slot)?.as_mut()?;
@@ -547,7 +565,7 @@ impl EventLoop {
             return None;
         }
         let old = sess.peer;
-        info!(
+        debug!(
             "conv {conv:#010x}: peer moved from {old} to {from}{}",
             family_note(&old, &from)
         );
@@ -559,65 +577,112 @@ impl EventLoop {
         Some(slot)
     }
 
-    /// Client: nothing heard from the server for the peer-silence time. Its name may point
-    /// elsewhere now, and our NAT mapping may be gone: resolve again and re-open the UDP
-    /// socket (a new source port), then PING; live conversations carry on over the new
-    /// socket as soon as the server answers (it moves them to our new address).
+    /// Client: nothing heard from the server for the peer-silence time. First a PING: an
+    /// idle tunnel with `keepalive` 0 is silent but fine. If that goes unanswered for
+    /// `SILENCE_PROBE`, the server's name may point elsewhere now and our NAT mapping may be
+    /// gone: resolve it again and re-open the UDP socket (a new source port), then PING, and
+    /// send a KEEPALIVE on every open conversation so the server moves each to the new
+    /// address at once.
     fn on_silence_timer(&mut self) {
         let silent = self.now.saturating_sub(self.last_server_rx);
         if silent < self.st.peer_silence {
+            self.silence_probe_at = 0;
             self.timers
                 .set(TIMER_SILENCE, self.last_server_rx + self.st.peer_silence);
             return;
         }
-        warn!(
-            "no reply from the server for {} s: resolving it again and re-opening the udp socket",
-            silent / 1000
-        );
+        if self.silence_probe_at == 0 || self.silence_probe_at < self.last_server_rx {
+            self.silence_probe_at = self.now.max(1);
+            self.send_ping();
+            self.timers.set(TIMER_SILENCE, self.now + SILENCE_PROBE);
+            return;
+        }
+        if self.out.stats.udp_reopens == 0 {
+            info!(
+                "no reply from the server for {} s: resolving it again and re-opening the udp \
+                 socket",
+                silent / 1000
+            );
+        } else {
+            debug!(
+                "server silent for {} s: re-opening the udp socket",
+                silent / 1000
+            );
+        }
         self.out.stats.udp_reopens += 1;
         self.out.send_batch();
-        // Blocking, but rare: at most once per peer-silence period.
-        if let Some(spec) = &self.st.kcp_connect_spec {
-            match spec.resolve() {
-                Ok(addrs) if !addrs.is_empty() => {
-                    let new = addrs[0];
-                    if Some(new) != self.st.kcp_connect {
-                        info!("server {} now resolves to {new}", spec.spec);
-                        self.rekey_client_sessions(new);
-                        self.st.kcp_connect = Some(new);
+        if let Some(spec) = self.st.kcp_connect_spec.clone() {
+            // Blocking, but only for names (literals never touch the resolver) and at most
+            // once per silence period.
+            if spec
+                .host
+                .as_deref()
+                .is_some_and(|h| h.parse::<std::net::IpAddr>().is_err())
+            {
+                let t = Instant::now();
+                match spec.resolve() {
+                    Ok(addrs) if !addrs.is_empty() => {
+                        let new = addrs[0];
+                        if Some(new) != self.st.kcp_connect {
+                            info!("server {} now resolves to {new}", spec.spec);
+                            self.rekey_client_sessions(new);
+                            self.st.kcp_connect = Some(new);
+                        }
                     }
+                    Ok(_) => {}
+                    Err(e) => debug!("resolve {}: {e}", spec.spec),
                 }
-                Ok(_) => {}
-                Err(e) => warn!("resolve {}: {e}", spec.spec),
+                debug!(
+                    "resolving {} took {} ms",
+                    spec.spec,
+                    t.elapsed().as_millis()
+                );
             }
         }
         // A peer (kcp_bind set) keeps its port: the other side expects it there.
         if self.st.kcp_bind.is_empty() {
-            match first_ok(
-                &self.udp_binds,
-                |a| sys::udp_bind(a, &self.st.udp_opts),
-                "udp bind",
-            ) {
-                Ok(mut udp) => {
-                    let _ = self.poll.registry().deregister(&mut self.out.udp);
-                    if let Err(e) = self
-                        .poll
-                        .registry()
-                        .register(&mut udp, UDP, Interest::READABLE)
-                    {
-                        warn!("register new udp socket: {e}");
-                    } else {
-                        let local = udp.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                        self.out.udp = udp;
-                        info!("udp socket re-opened on {local}");
-                    }
-                }
-                Err(e) => warn!("re-open udp socket: {e}"),
-            }
+            self.reopen_udp();
         }
         self.send_ping();
+        self.silence_probe_at = self.now.max(1);
+        let now = self.now;
+        for slot in 0..self.sessions.len() {
+            if let Some(sess) = self.sessions[slot].as_mut() {
+                sess.announce_new_address(now);
+                self.mark_dirty(slot);
+            }
+        }
         self.timers
             .set(TIMER_SILENCE, self.now + self.st.peer_silence);
+    }
+
+    /// A new client UDP socket, bound for the family of the server's current address (a
+    /// name may have moved from IPv4 to IPv6).
+    fn reopen_udp(&mut self) {
+        let bind: SocketAddr = match self.st.kcp_connect {
+            Some(SocketAddr::V6(_)) => "[::]:0".parse().unwrap(),
+            _ => "0.0.0.0:0".parse().unwrap(),
+        };
+        let mut udp = match sys::udp_bind(&bind, &self.st.udp_opts) {
+            Ok(u) => u,
+            Err(e) => {
+                warn!("re-open udp socket on {bind}: {e}");
+                return;
+            }
+        };
+        let _ = self.poll.registry().deregister(&mut self.out.udp);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut udp, UDP, Interest::READABLE)
+        {
+            warn!("register new udp socket: {e}");
+            return;
+        }
+        let local = udp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        self.out.udp = udp;
+        self.udp_binds = vec![bind];
+        info!("udp socket re-opened on {local}");
     }
 
     fn rekey_client_sessions(&mut self, new: SocketAddr) {
@@ -739,9 +804,19 @@ impl EventLoop {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if !matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    // ECONNABORTED and the like: that connection is gone, the next may not be.
+                    debug!("accept: {e}");
+                    continue;
+                }
                 Err(e) => {
-                    // EMFILE/ENFILE/ENOBUFS: the connection stays in the backlog; try again
-                    // shortly instead of spinning on a listener that stays readable.
+                    // Out of descriptors or memory: the connection stays in the backlog; try
+                    // again shortly instead of spinning on a listener that stays readable.
                     warn!("accept: {e}; pausing accept for {ACCEPT_BACKOFF} ms");
                     self.out.stats.accept_errors += 1;
                     self.accept_paused = true;
@@ -751,8 +826,9 @@ impl EventLoop {
             };
             self.new_client_session(stream, addr);
         }
-        // More may be waiting: edge-triggered, so come back next iteration.
-        self.timers.set(TIMER_ACCEPT, self.now);
+        // More may be waiting: edge-triggered, so come back next iteration (not in this one:
+        // a flood of connections must not hold up UDP and the timers).
+        self.accept_again = true;
     }
 
     fn new_client_session(&mut self, mut stream: TcpStream, addr: SocketAddr) {
@@ -912,7 +988,12 @@ impl EventLoop {
         let Step::Request(req) = h.on_event(self.poll.registry(), i) else {
             return;
         };
-        let resp = self.http_answer(&req);
+        let mut resp = self.http_answer(&req);
+        if req.method == "HEAD" {
+            if let Some(end) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
+                resp.truncate(end + 4);
+            }
+        }
         if let Some(h) = self.http.as_mut() {
             h.respond(self.poll.registry(), i, resp);
         }
@@ -937,7 +1018,7 @@ impl EventLoop {
                 http::response(200, "text/plain; charset=utf-8", &body)
             }
             "/metrics" if get => {
-                let snap = self.snapshot(true);
+                let snap = self.snapshot(false);
                 http::response(200, "text/plain; version=0.0.4", &report::prometheus(&snap))
             }
             "/healthy" | "/stats" | "/metrics" => {
@@ -955,7 +1036,12 @@ impl EventLoop {
         if self.last_server_rx == 0 && self.now < self.st.peer_silence {
             return None; // just started: give the first PING its chance
         }
-        (silence >= self.st.peer_silence)
+        // Silence alone is not a fault (an idle tunnel with `keepalive` 0 sends nothing);
+        // an unanswered PING is.
+        let probe_failed = self.silence_probe_at != 0
+            && self.silence_probe_at > self.last_server_rx
+            && self.now >= self.silence_probe_at + SILENCE_PROBE;
+        (silence >= self.st.peer_silence && (self.st.ping > 0 || probe_failed))
             .then(|| format!("no reply from the server for {} s", silence / 1000))
     }
 
@@ -1160,8 +1246,10 @@ impl EventLoop {
         st.tcp_keepalive = fresh.tcp_keepalive;
         st.tcp_sndbuf = fresh.tcp_sndbuf;
         st.tcp_rcvbuf = fresh.tcp_rcvbuf;
-        if st.ping > 0 && self.st.kcp_connect.is_some() {
+        if self.st.ping > 0 && self.st.kcp_connect.is_some() {
             self.timers.set(TIMER_PING, self.out.last_tx + self.st.ping);
+        } else {
+            self.timers.remove(TIMER_PING);
         }
         info!(
             "reloaded {} (loglevel {}, connect {}, kcp_connect {})",
@@ -1253,10 +1341,11 @@ impl EventLoop {
     fn put(&mut self, slot: usize, sess: Session) {
         self.by_key.insert((sess.peer, sess.conv), slot);
         if sess.role == Role::Server {
+            // Two clients may pick the same conv: then nobody moves on it (count > 1).
             self.by_conv
                 .entry(sess.conv)
-                .and_modify(|s| *s = AMBIGUOUS)
-                .or_insert(slot);
+                .and_modify(|e| *e = (AMBIGUOUS, e.1 + 1))
+                .or_insert((slot, 1));
         }
         self.sessions[slot] = Some(sess);
         self.open_sessions += 1;
@@ -1295,6 +1384,12 @@ impl EventLoop {
         sess.tcp_rx_bytes = 0;
         sess.tcp_tx_bytes = 0;
         sess.close(why, now);
+        if why != Close::Done {
+            // A reset conversation never sends again: give its queues back now instead of
+            // holding up to two windows of segments for the whole of TIME_WAIT.
+            self.out.stats.kcp_gone.add(sess.kcp.stats());
+            sess.kcp = Kcp::new(conv, &KcpConfig::default());
+        }
         self.open_sessions -= 1;
         if why.tells_peer() {
             self.send_session0(Session0::Reset(conv), peer);
@@ -1308,8 +1403,8 @@ impl EventLoop {
         if let Some(sess) = self.sessions.get_mut(slot).and_then(|s| s.take()) {
             self.out.stats.kcp_gone.add(sess.kcp.stats());
             self.by_key.remove(&(sess.peer, sess.conv));
-            if self.by_conv.get(&sess.conv) == Some(&slot) {
-                self.by_conv.remove(&sess.conv);
+            if sess.role == Role::Server {
+                self.release_conv(sess.conv);
             }
             self.timers.remove(TIMER_BASE + slot);
             if let Some(f) = self.dirty_flag.get_mut(slot) {
@@ -1317,6 +1412,27 @@ impl EventLoop {
             }
             self.freed_now.push(slot);
             trace!("conv {:#010x}: forgotten", sess.conv);
+        }
+    }
+
+    fn release_conv(&mut self, conv: u32) {
+        let Some(e) = self.by_conv.get_mut(&conv) else {
+            return;
+        };
+        e.1 -= 1;
+        match e.1 {
+            0 => {
+                self.by_conv.remove(&conv);
+            }
+            1 => {
+                // Rare (two clients chose the same conv): find the one left.
+                let left = self.sessions.iter().position(|s| {
+                    s.as_ref()
+                        .is_some_and(|s| s.conv == conv && s.role == Role::Server)
+                });
+                e.0 = left.unwrap_or(AMBIGUOUS);
+            }
+            _ => {}
         }
     }
 
@@ -1376,6 +1492,25 @@ fn first_ok<T>(
         }
     }
     Err(last)
+}
+
+/// Whether the packet carries segment 0 of a conversation (a PUSH with sn 0).
+fn carries_first_segment(p: &[u8]) -> bool {
+    let mut off = 0;
+    while p.len() - off >= 24 {
+        let h = &p[off..off + 24];
+        let sn = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+        if h[4] == 81 && sn == 0 {
+            return true;
+        }
+        let len = u32::from_be_bytes([h[20], h[21], h[22], h[23]]) as usize;
+        off += 24;
+        if len > p.len() - off {
+            break;
+        }
+        off += len;
+    }
+    false
 }
 
 /// A number that changes whenever KCP accepts an ACK or a data segment.

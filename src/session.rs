@@ -173,10 +173,6 @@ impl Session {
         self.state == State::Open
     }
 
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
-    }
-
     /// A readiness event on the TCP socket.
     pub fn on_tcp_event(&mut self, readable: bool, writable: bool) -> Result<(), Close> {
         if readable {
@@ -426,15 +422,6 @@ impl Session {
         self.last_progress = now;
     }
 
-    /// Whether the TCP side could make progress now that KCP changed (its send queue
-    /// drained or it received data).
-    pub fn wants_service(&self) -> bool {
-        self.state == State::Open
-            && ((self.tcp_readable && !self.rd_eof && !self.dialing)
-                || (self.rd_eof && !self.eof_sent)
-                || self.kcp.peek_size() > 0)
-    }
-
     /// Client: queue an in-stream KEEPALIVE if the conversation has been quiet for the
     /// keepalive period.
     pub fn keepalive_due(&mut self, now: Millis, t: &Timeouts) -> bool {
@@ -442,16 +429,33 @@ impl Session {
             return false;
         }
         let quiet_since = self.last_msg_rx.max(self.last_keepalive_tx);
-        if now >= quiet_since + t.keepalive
+        if now < quiet_since + t.keepalive || self.eof_sent {
+            return false;
+        }
+        // The deadline moves on either way: a send queue too full for 4 more bytes is not an
+        // idle conversation, and a deadline left in the past would spin the loop.
+        self.last_keepalive_tx = now;
+        if self.kcp.send_capacity() >= proto::TLV_HEADER {
+            self.kcp
+                .send(&proto::encode_header(proto::MSG_KEEPALIVE, 0));
+            return true;
+        }
+        false
+    }
+
+    /// Client, after re-opening its UDP socket: a KEEPALIVE on every open conversation, so
+    /// that each sends a packet from the new address at once and the server moves it there
+    /// (an idle conversation would otherwise stay on the dead address until it next sends).
+    pub fn announce_new_address(&mut self, now: Millis) {
+        if self.role == Role::Client
+            && self.state == State::Open
             && !self.eof_sent
             && self.kcp.send_capacity() >= proto::TLV_HEADER
         {
             self.kcp
                 .send(&proto::encode_header(proto::MSG_KEEPALIVE, 0));
             self.last_keepalive_tx = now;
-            return true;
         }
-        false
     }
 
     /// The conversation's protocol deadline (not KCP's), and the close it implies when it
@@ -466,7 +470,14 @@ impl Session {
                     at = self.created + t.dial;
                     why = Close::Timeout("dial timeout");
                 }
-                if (self.rd_eof || self.peer_eof) && self.last_progress + t.linger < at {
+                // linger bounds a closing conversation that is stuck: data waiting to be
+                // written or acknowledged, or both EOFs seen. A half-closed one whose other
+                // direction is merely quiet (a server thinking after the request's EOF) is
+                // bounded by the idle timeout instead.
+                let stuck = !self.pending.is_empty()
+                    || self.kcp.waitsnd() > 0
+                    || (self.rd_eof && self.peer_eof);
+                if (self.rd_eof || self.peer_eof) && stuck && self.last_progress + t.linger < at {
                     at = self.last_progress + t.linger;
                     why = Close::Timeout("linger timeout");
                 }

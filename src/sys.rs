@@ -115,6 +115,23 @@ impl Batch {
         self.count += 1;
     }
 
+    /// Points every header at its slot, address and iovec. Done right before each system
+    /// call, from the owning boxes, so the pointers the kernel uses are derived after every
+    /// safe access to those boxes (none of them is resized, so the addresses never change).
+    fn wire_pointers(&mut self, n: usize) {
+        let data = self.data.as_mut_ptr();
+        let addrs = self.addrs.as_mut_ptr();
+        let iovs = self.iovs.as_mut_ptr();
+        for i in 0..n {
+            // SAFETY: i < slots, so every offset stays inside its box.
+            unsafe {
+                (*iovs.add(i)).iov_base = data.add(i * SLOT).cast();
+                self.hdrs[i].msg_hdr.msg_name = addrs.add(i).cast();
+                self.hdrs[i].msg_hdr.msg_iov = iovs.add(i);
+            }
+        }
+    }
+
     /// `recvmmsg` into every slot. Returns how many datagrams arrived (0 on `WouldBlock`).
     pub fn recv_from(&mut self, fd: RawFd) -> io::Result<usize> {
         self.count = 0;
@@ -123,7 +140,11 @@ impl Batch {
             h.msg_hdr.msg_flags = 0;
             self.iovs[i].iov_len = SLOT;
         }
+        self.wire_pointers(self.hdrs.len());
         let n = loop {
+            // SAFETY (recvmmsg): every header points at a live SLOT-byte buffer, a
+            // sockaddr_storage and one iovec of this batch (wire_pointers), and the count is
+            // the number of headers.
             match syscall!(recvmmsg(
                 fd,
                 self.hdrs.as_mut_ptr(),
@@ -149,17 +170,21 @@ impl Batch {
         Ok(n)
     }
 
-    /// `sendmmsg` of every pushed slot. Returns how many left; the batch is empty afterwards
-    /// either way. Datagrams the kernel refused (`WouldBlock`, a full socket buffer) are
-    /// dropped: KCP retransmits them, and the caller counts them.
-    pub fn send_to(&mut self, fd: RawFd) -> io::Result<usize> {
+    /// `sendmmsg` of every pushed slot. Returns how many left, and the last error if any;
+    /// the batch is empty afterwards either way. Datagrams the kernel refused (`WouldBlock`,
+    /// a full socket buffer) are dropped: KCP retransmits them, and the caller counts them.
+    pub fn send_to(&mut self, fd: RawFd) -> (usize, Option<io::Error>) {
         let total = self.count;
         let mut sent = 0;
         for i in 0..total {
             self.iovs[i].iov_len = self.lens[i];
         }
-        let mut result = Ok(());
+        self.wire_pointers(total);
+        let mut error = None;
+        let mut failed = 0;
         while sent < total {
+            // SAFETY (sendmmsg): headers sent..total point at pushed slots of this batch,
+            // their lengths and addresses set by push (wire_pointers).
             match syscall!(sendmmsg(
                 fd,
                 self.hdrs[sent..].as_mut_ptr(),
@@ -171,14 +196,15 @@ impl Batch {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // One bad destination (e.g. EHOSTUNREACH, EPERM from a firewall) must not
-                    // stop the datagrams behind it.
-                    result = Err(e);
+                    // stop the datagrams behind it; it does not count as sent.
+                    error = Some(e);
+                    failed += 1;
                     sent += 1;
                 }
             }
         }
         self.count = 0;
-        result.map(|()| sent)
+        (sent - failed, error)
     }
 }
 
@@ -195,9 +221,16 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
         libc::AF_INET6 => {
             // SAFETY: as above, for sockaddr_in6.
             let a: &libc::sockaddr_in6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            let port = u16::from_be(a.sin6_port);
+            // An IPv4 peer on a dual-stack `[::]` socket arrives as ::ffff:a.b.c.d: report it
+            // as the IPv4 address it is, so it matches `kcp_connect` and gets the IPv4 MSS.
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return Some(SocketAddr::V4(SocketAddrV4::new(v4, port)));
+            }
             Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
+                ip,
+                port,
                 a.sin6_flowinfo,
                 a.sin6_scope_id,
             )))
@@ -250,6 +283,7 @@ fn new_socket(addr: &SocketAddr, ty: libc::c_int) -> io::Result<OwnedFd> {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
     };
+    // SAFETY (socket): integer arguments only; the descriptor is owned just below.
     let fd = syscall!(socket(
         family,
         ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
@@ -281,6 +315,7 @@ fn apply_opts(fd: RawFd, opts: &SockOpts) -> io::Result<()> {
     }
     if let Some(dev) = &opts.netdev {
         let name = dev.as_bytes();
+        // SAFETY (setsockopt): `name` is a live byte slice and its exact length is passed.
         syscall!(setsockopt(
             fd,
             libc::SOL_SOCKET,
@@ -300,6 +335,7 @@ fn bind(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
     // SAFETY: all-zero is a valid sockaddr_storage; std_to_sockaddr fills it below.
     let mut ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
     let len = std_to_sockaddr(addr, &mut ss);
+    // SAFETY (bind): `ss` is initialised by std_to_sockaddr and `len` is its used size.
     syscall!(bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len))?;
     Ok(())
 }
@@ -322,6 +358,7 @@ pub fn tcp_listen(addr: &SocketAddr, opts: &SockOpts) -> io::Result<mio::net::Tc
     set_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     apply_opts(fd.as_raw_fd(), opts)?;
     bind(fd.as_raw_fd(), addr)?;
+    // SAFETY (listen): integer arguments only.
     syscall!(listen(fd.as_raw_fd(), 1024))?;
     Ok(mio::net::TcpListener::from_std(
         std::net::TcpListener::from(fd),
@@ -329,6 +366,7 @@ pub fn tcp_listen(addr: &SocketAddr, opts: &SockOpts) -> io::Result<mio::net::Tc
 }
 
 pub fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY (setsockopt): `v` is a live c_int and its size is passed.
     syscall!(setsockopt(
         fd,
         level,
@@ -342,6 +380,7 @@ pub fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int)
 pub fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
     let mut v: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY (getsockopt): `v` and `len` are live and `len` holds the size of `v`.
     syscall!(getsockopt(
         fd,
         level,
@@ -384,6 +423,7 @@ pub fn set_abortive_close(fd: RawFd) {
         l_onoff: 1,
         l_linger: 0,
     };
+    // SAFETY (setsockopt): `l` is a live linger struct and its size is passed.
     let _ = syscall!(setsockopt(
         fd,
         libc::SOL_SOCKET,
@@ -413,8 +453,10 @@ impl SignalFd {
     pub fn new(signals: &[libc::c_int]) -> io::Result<SignalFd> {
         // SAFETY: sigset_t is plain old data; sigemptyset initialises it before any use.
         let mut set: libc::sigset_t = unsafe { mem::zeroed() };
+        // SAFETY (sigemptyset): `set` is a live sigset_t.
         syscall!(sigemptyset(&mut set))?;
         for &s in signals {
+            // SAFETY (sigaddset): `set` is a live, initialised sigset_t.
             syscall!(sigaddset(&mut set, s))?;
         }
         // SAFETY: `set` is initialised; the old mask is not wanted (null).
@@ -422,6 +464,7 @@ impl SignalFd {
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
         }
+        // SAFETY (signalfd): `set` is initialised; -1 asks for a new descriptor.
         let fd = syscall!(signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))?;
         // SAFETY: signalfd() just returned this descriptor and nothing else owns it.
         Ok(SignalFd {
@@ -434,6 +477,7 @@ impl SignalFd {
         // SAFETY: signalfd_siginfo is plain old data.
         let mut info: libc::signalfd_siginfo = unsafe { mem::zeroed() };
         loop {
+            // SAFETY (read): `info` is a live signalfd_siginfo and exactly its size is read.
             match syscall!(read(
                 self.fd.as_raw_fd(),
                 (&mut info as *mut libc::signalfd_siginfo).cast(),
@@ -482,7 +526,8 @@ mod tests {
             slot[..3].copy_from_slice(&[i, i + 1, i + 2]);
             tx.push(3 + i as usize, &b_addr);
         }
-        assert_eq!(tx.send_to(a.as_raw_fd()).unwrap(), 5);
+        let (sent, err) = tx.send_to(a.as_raw_fd());
+        assert_eq!((sent, err.map(|e| e.kind())), (5, None));
         assert!(tx.is_empty());
         let mut rx = Batch::new(8);
         let mut got = 0;
@@ -525,54 +570,63 @@ pub fn lookup_identity(spec: &str) -> Result<Identity, String> {
     Ok(Identity { uid, gid })
 }
 
-fn lookup_user(name: &str) -> Result<(libc::uid_t, libc::gid_t), String> {
-    let cname = std::ffi::CString::new(name).map_err(|_| format!("user {name:?}: invalid"))?;
-    // SAFETY: passwd is plain old data, filled by getpwnam_r; buf outlives every use of the
-    // pointers it holds (we copy the two ids out before returning).
-    let mut pw: libc::passwd = unsafe { mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the sizes given.
-    let rc = unsafe {
-        libc::getpwnam_r(
+/// Calls a `get*nam_r` function, growing the buffer while it answers ERANGE (an LDAP user or
+/// a group with many members needs more than the first 16 KiB). `read` copies what is needed
+/// out of the filled struct before the buffer goes away.
+fn lookup_r<T, R>(
+    name: &str,
+    call: impl Fn(*const libc::c_char, *mut T, *mut libc::c_char, usize, *mut *mut T) -> libc::c_int,
+    read: impl Fn(&T) -> R,
+) -> Option<R> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut size = 16 * 1024;
+    loop {
+        // SAFETY: passwd and group are plain old data; the call fills them.
+        let mut entry: T = unsafe { mem::zeroed() };
+        let mut out: *mut T = std::ptr::null_mut();
+        let mut buf = vec![0 as libc::c_char; size];
+        let rc = call(
             cname.as_ptr(),
-            &mut pw,
+            &mut entry,
             buf.as_mut_ptr(),
             buf.len(),
             &mut out,
-        )
-    };
-    if rc == 0 && !out.is_null() {
-        return Ok((pw.pw_uid, pw.pw_gid));
+        );
+        if rc == libc::ERANGE && size < 1 << 22 {
+            size *= 2;
+            continue;
+        }
+        return (rc == 0 && !out.is_null()).then(|| read(&entry));
     }
-    // A numeric id that has no passwd entry is still a valid target.
-    match name.parse::<libc::uid_t>() {
-        Ok(uid) => Ok((uid, uid as libc::gid_t)),
-        Err(_) => Err(format!("user {name:?} not found")),
+}
+
+fn lookup_user(name: &str) -> Result<(libc::uid_t, libc::gid_t), String> {
+    let found = lookup_r(
+        name,
+        // SAFETY (getpwnam_r): every pointer is live and `len` is the buffer's size.
+        |n, e, b, len, o| unsafe { libc::getpwnam_r(n, e, b, len, o) },
+        |pw: &libc::passwd| (pw.pw_uid, pw.pw_gid),
+    );
+    match (found, name.parse::<libc::uid_t>()) {
+        (Some(ids), _) => Ok(ids),
+        // A numeric id that has no passwd entry is still a valid target.
+        (None, Ok(uid)) => Ok((uid, uid as libc::gid_t)),
+        (None, Err(_)) => Err(format!("user {name:?} not found")),
     }
 }
 
 fn lookup_group(name: &str) -> Result<libc::gid_t, String> {
-    let cname = std::ffi::CString::new(name).map_err(|_| format!("group {name:?}: invalid"))?;
-    // SAFETY: as in lookup_user, for struct group.
-    let mut gr: libc::group = unsafe { mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut out: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the sizes given.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            cname.as_ptr(),
-            &mut gr,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut out,
-        )
-    };
-    if rc == 0 && !out.is_null() {
-        return Ok(gr.gr_gid);
+    let found = lookup_r(
+        name,
+        // SAFETY (getgrnam_r): every pointer is live and `len` is the buffer's size.
+        |n, e, b, len, o| unsafe { libc::getgrnam_r(n, e, b, len, o) },
+        |gr: &libc::group| gr.gr_gid,
+    );
+    match (found, name.parse::<libc::gid_t>()) {
+        (Some(gid), _) => Ok(gid),
+        (None, Ok(gid)) => Ok(gid),
+        (None, Err(_)) => Err(format!("group {name:?} not found")),
     }
-    name.parse::<libc::gid_t>()
-        .map_err(|_| format!("group {name:?} not found"))
 }
 
 /// Drops every privilege for good: supplementary groups, then the group, then the user, and
@@ -580,15 +634,19 @@ fn lookup_group(name: &str) -> Result<libc::gid_t, String> {
 /// regained). An error means the process must not go on.
 pub fn drop_privileges(id: &Identity) -> Result<(), String> {
     let gids = [id.gid];
+    // SAFETY (setgroups/setres*id): `gids` is a live array of the count given; ids are
+    // plain integers.
     syscall!(setgroups(1, gids.as_ptr())).map_err(|e| format!("setgroups: {e}"))?;
     syscall!(setresgid(id.gid, id.gid, id.gid)).map_err(|e| format!("setgid {}: {e}", id.gid))?;
     syscall!(setresuid(id.uid, id.uid, id.uid)).map_err(|e| format!("setuid {}: {e}", id.uid))?;
     let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY (getres*id): three live integers to write to.
     syscall!(getresuid(&mut r, &mut e, &mut s)).map_err(|e| format!("getresuid: {e}"))?;
     if (r, e, s) != (id.uid, id.uid, id.uid) {
         return Err(format!("still uid {r}/{e}/{s} after setuid({})", id.uid));
     }
     let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY (getres*id): three live integers to write to.
     syscall!(getresgid(&mut r, &mut e, &mut s)).map_err(|e| format!("getresgid: {e}"))?;
     if (r, e, s) != (id.gid, id.gid, id.gid) {
         return Err(format!("still gid {r}/{e}/{s} after setgid({})", id.gid));
