@@ -289,3 +289,72 @@ fn peer_silent_longer_than_every_timeout() {
         "server closed fewer than 20 conversations by timeout"
     );
 }
+
+/// A half-closed upload that needs longer than `linger` (5 s) to drain over a slow, lossy
+/// path: the conversation is moving all the time, so linger must not cut it.
+#[test]
+fn slow_half_closed_upload_outlasting_linger_arrives_whole() {
+    const LEN: usize = 24 << 20;
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let target = scripted_server(move |mut c: TcpStream| {
+        let _ = tx.lock().unwrap().send(expect_stream(&mut c, 6, LEN));
+    });
+    let path = Impair {
+        loss: 0.01,
+        delay: Duration::from_millis(30),
+        ..Impair::default()
+    };
+    let t = tunnel_to(target, path.clone(), path, 13);
+    let start = Instant::now();
+    let mut c = connect(t.listen);
+    send_stream(&mut c, 6, LEN).unwrap();
+    let eof_at = start.elapsed();
+    c.shutdown(Shutdown::Write).unwrap();
+    let r = rx
+        .recv_timeout(Duration::from_secs(180))
+        .expect("target done");
+    eprintln!("EOF after {eof_at:?}, done after {:?}", start.elapsed());
+    assert_eq!(
+        r,
+        Ok(LEN),
+        "EOF after {eof_at:?}, ended after {:?}",
+        start.elapsed()
+    );
+}
+
+/// A target that reads slowly (about 1.3 MB/s) while a half-closed upload drains for longer
+/// than `linger`: data moves all the time, so every byte must arrive.
+#[test]
+fn throttled_target_after_half_close_gets_the_whole_tail() {
+    const LEN: usize = 12 << 20;
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let target = scripted_server(move |c: TcpStream| {
+        struct Slow(TcpStream);
+        impl Read for Slow {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                thread::sleep(Duration::from_millis(50));
+                let n = buf.len().min(64 * 1024);
+                self.0.read(&mut buf[..n])
+            }
+        }
+        let _ = tx.lock().unwrap().send(expect_stream(&mut Slow(c), 8, LEN));
+    });
+    let t = tunnel_to(target, Impair::default(), Impair::default(), 14);
+    let start = Instant::now();
+    let mut c = connect(t.listen);
+    send_stream(&mut c, 8, LEN).unwrap();
+    let eof_at = start.elapsed();
+    c.shutdown(Shutdown::Write).unwrap();
+    let r = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("target done");
+    eprintln!("EOF after {eof_at:?}, done after {:?}", start.elapsed());
+    assert_eq!(
+        r,
+        Ok(LEN),
+        "EOF after {eof_at:?}, ended after {:?}",
+        start.elapsed()
+    );
+}
