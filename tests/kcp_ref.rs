@@ -132,6 +132,8 @@ fn config() -> KcpConfig {
         rto_max: 60_000,
         mtu: 1400,
         dead_link: 1000,
+        // Same algorithm on both sides: this compares the implementations.
+        rate_control: false,
         ..KcpConfig::default()
     }
 }

@@ -5,10 +5,11 @@
 
 use std::collections::VecDeque;
 
+use super::rate::{RateControl, TxStamp};
 use super::wire::{
     ByteOrder, InputError, SegmentHeader, CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, OVERHEAD,
 };
-use super::KcpConfig;
+use super::{KcpConfig, AUTO_RCV_WND};
 
 const RTO_NDL: u32 = 30;
 const RTO_MIN: u32 = 100;
@@ -27,6 +28,21 @@ const SEG_RTO_CAP: u32 = 120_000;
 /// Largest payload accepted from the peer even when its mtu is larger than ours; bounds the
 /// memory a peer can pin to `rcvwnd` times this.
 const MAX_RECV_PAYLOAD: usize = 16 * 1024;
+
+/// Rate control: fast retransmit after this many later ACKs when `resend` is 0.
+const RC_FASTRESEND: u32 = 2;
+/// Rate control: the sequence-number span in flight never exceeds this (bounds `snd_buf`).
+const RC_SPAN_CAP: u32 = 16_384;
+/// Rate control: the send queue holds about one BDP, at least this many segments.
+const RC_QUEUE_MIN: usize = 16;
+/// Rate control: a new tail segment at most this long, with at most this many segments
+/// unacknowledged, is sent twice (in two packets): interactive messages then survive a
+/// single loss without waiting for an RTO, since no later segment would trigger a fast
+/// retransmit.
+const DUP_MAX_BYTES: usize = 512;
+const DUP_MAX_UNACKED: usize = 2;
+/// Buffers an idle engine keeps in its pool (the rest is returned to the allocator).
+const POOL_IDLE_KEEP: usize = 4;
 
 /// What [`Kcp::check`] returns, relative to `now`, when nothing is due: no data in flight or
 /// queued, no ACK or probe pending. Far, but well inside the wrapping comparison horizon.
@@ -66,6 +82,8 @@ pub struct KcpStats {
     pub acks_recv: u64,
     /// Window probes (WASK) sent.
     pub probes_sent: u64,
+    /// Extra copies of small tail segments (rate control).
+    pub dup_sent: u64,
 }
 
 struct Segment {
@@ -79,6 +97,8 @@ struct Segment {
     /// Acknowledged out of order; kept in place until `snd_una` passes it so `snd_buf` stays
     /// indexable by `sn - snd_una`.
     acked: bool,
+    /// Rate control: the delivery state when this copy left.
+    stamp: TxStamp,
     data: Vec<u8>,
 }
 
@@ -93,6 +113,7 @@ impl Segment {
             fastack: 0,
             xmit: 0,
             acked: false,
+            stamp: TxStamp::default(),
             data,
         }
     }
@@ -151,6 +172,8 @@ pub struct Kcp {
     pool: Vec<Vec<u8>>,
     /// One packet being assembled by `flush`.
     buffer: Vec<u8>,
+    /// Sender-side rate control (`KcpConfig::rate_control`).
+    rc: Option<RateControl>,
 
     stats: KcpStats,
 }
@@ -200,10 +223,16 @@ impl Kcp {
             acklist: Vec::new(),
             pool: Vec::new(),
             buffer: Vec::with_capacity(mtu),
+            rc: cfg.rate_control.then(|| RateControl::new(mtu)),
             stats: KcpStats::default(),
         };
         kcp.set_nodelay(cfg.nodelay, cfg.interval, cfg.resend, cfg.nc);
-        kcp.set_wndsize(cfg.sndwnd, cfg.rcvwnd);
+        let rcvwnd = if cfg.rate_control {
+            cfg.rcvwnd.max(AUTO_RCV_WND)
+        } else {
+            cfg.rcvwnd
+        };
+        kcp.set_wndsize(cfg.sndwnd, rcvwnd);
         kcp.set_rto_max(cfg.rto_max);
         kcp.dead_link = if cfg.dead_link == 0 {
             20
@@ -267,6 +296,14 @@ impl Kcp {
         self.rmt_wnd
     }
 
+    /// Rate control's model: (bottleneck estimate in bytes/ms, minimum RTT in ms, in-flight
+    /// cap in bytes, bytes in flight); `None` when rate control is off.
+    pub fn rate_estimate(&self) -> Option<(f64, Option<u32>, usize, usize)> {
+        self.rc
+            .as_ref()
+            .map(|rc| (rc.bw(), rc.min_rtt(), rc.cwnd(), rc.inflight()))
+    }
+
     pub fn stats(&self) -> &KcpStats {
         &self.stats
     }
@@ -311,8 +348,13 @@ impl Kcp {
     // --------------------------------------------------------------------------- send side
 
     /// The limit of `snd_queue` in segments: one send window waiting behind one in flight.
+    /// With rate control: about one BDP (once measured), so TCP backpressure keeps the
+    /// queue inside the tunnel short.
     fn queue_limit(&self) -> usize {
-        self.snd_wnd as usize
+        match self.rc.as_ref().and_then(|rc| rc.bdp()) {
+            Some(bdp) => (bdp / self.mtu).clamp(RC_QUEUE_MIN, RC_SPAN_CAP as usize),
+            None => self.snd_wnd as usize,
+        }
     }
 
     /// How many more bytes `send` would accept now.
@@ -526,8 +568,11 @@ impl Kcp {
                     let rtt = diff(self.current, hdr.ts);
                     if rtt >= 0 {
                         self.update_rtt(rtt as u32);
+                        if let Some(rc) = self.rc.as_mut() {
+                            rc.on_rtt(now, rtt as u32);
+                        }
                     }
-                    self.parse_ack(hdr.sn);
+                    self.parse_ack(hdr.sn, hdr.ts);
                     // Conservative fast-ack: the ACK that counts is the one for the most
                     // recently sent segment, not merely the highest sn.
                     maxack = match maxack {
@@ -552,7 +597,9 @@ impl Kcp {
         if let Some((sn, ts)) = maxack {
             self.parse_fastack(sn, ts);
         }
-        if diff(self.snd_una, prev_una) > 0 {
+        if let Some(rc) = self.rc.as_mut() {
+            rc.on_input_done(now);
+        } else if diff(self.snd_una, prev_una) > 0 {
             self.on_ack_progress();
         }
         result
@@ -587,6 +634,10 @@ impl Kcp {
             if let Some(seg) = self.snd_buf.pop_front() {
                 if !seg.acked {
                     self.nsnd_buf -= 1;
+                    if let Some(rc) = self.rc.as_mut() {
+                        let bytes = OVERHEAD + seg.data.len();
+                        rc.on_acked(self.current, bytes, &seg.stamp, None, seg.xmit);
+                    }
                 }
                 self.free_buf(seg.data);
             }
@@ -594,7 +645,7 @@ impl Kcp {
         self.shrink_buf();
     }
 
-    fn parse_ack(&mut self, sn: u32) {
+    fn parse_ack(&mut self, sn: u32, ts: u32) {
         if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
             return;
         }
@@ -604,6 +655,10 @@ impl Kcp {
         };
         if !seg.acked {
             seg.acked = true;
+            if let Some(rc) = self.rc.as_mut() {
+                let bytes = OVERHEAD + seg.data.len();
+                rc.on_acked(self.current, bytes, &seg.stamp, Some(ts), seg.xmit);
+            }
             let data = std::mem::take(&mut seg.data);
             self.nsnd_buf -= 1;
             self.free_buf(data);
@@ -615,11 +670,18 @@ impl Kcp {
         if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
             return;
         }
+        // Rate control: a later ACK counts only for segments sent a reordering window
+        // (a quarter of the minimum RTT) before the acknowledged one, so jitter that
+        // reorders packets does not look like loss.
+        let reo = match self.rc.as_ref().and_then(|rc| rc.min_rtt()) {
+            Some(rtt) => (rtt / 4).max(1) as i32,
+            None => 0,
+        };
         for seg in self.snd_buf.iter_mut() {
             if diff(sn, seg.sn) <= 0 {
                 break;
             }
-            if !seg.acked && diff(ts, seg.ts) >= 0 {
+            if !seg.acked && diff(ts, seg.ts) >= reo {
                 seg.fastack += 1;
             }
         }
@@ -662,6 +724,10 @@ impl Kcp {
 
     /// How many segments may be in flight.
     fn send_window(&self) -> u32 {
+        if self.rc.is_some() {
+            // The rate controller's byte cap limits the flight; this only bounds the span.
+            return self.rmt_wnd.min(RC_SPAN_CAP);
+        }
         let wnd = self.snd_wnd.min(self.rmt_wnd);
         if self.nocwnd {
             wnd
@@ -715,6 +781,8 @@ impl Kcp {
     fn fastresend_threshold(&self) -> u32 {
         if self.fastresend > 0 {
             self.fastresend
+        } else if self.rc.is_some() {
+            RC_FASTRESEND
         } else {
             u32::MAX
         }
@@ -771,29 +839,50 @@ impl Kcp {
             0
         };
         let (mut fast, mut lost) = (false, false);
-        for i in 0..self.snd_buf.len() {
+        // Rate control repairs loss from later ACKs; the timer is for the tail. It must not
+        // fire on a queueing-delay swing (every timed-out segment is resent at once) nor on
+        // a lost ACK behind a hole (cumulative `una` covers it one repair later).
+        let rto = if self.rc.is_some() {
+            self.rx_rto.max(2 * self.rx_srtt)
+        } else {
+            self.rx_rto
+        };
+        let nbuf = self.snd_buf.len();
+        for i in 0..nbuf {
             let seg = &mut self.snd_buf[i];
             if seg.acked {
                 continue;
             }
+            let mut dup = false;
             if seg.xmit == 0 {
+                dup = self.rc.is_some()
+                    && seg.data.len() <= DUP_MAX_BYTES
+                    && i + 1 == nbuf
+                    && self.snd_queue.is_empty()
+                    && self.nsnd_buf <= DUP_MAX_UNACKED;
                 seg.xmit = 1;
-                seg.rto = self.rx_rto;
+                seg.rto = rto;
                 seg.resendts = now.wrapping_add(seg.rto + rtomin);
                 self.stats.segs_sent += 1;
                 self.stats.data_bytes_sent += seg.data.len() as u64;
             } else if diff(now, seg.resendts) >= 0 {
+                if let Some(rc) = self.rc.as_mut() {
+                    seg.stamp = rc.on_transmit(now, OVERHEAD + seg.data.len(), false, false);
+                }
                 seg.xmit += 1;
                 let step = match self.nodelay {
-                    0 => seg.rto.max(self.rx_rto),
+                    0 => seg.rto.max(rto),
                     1 => seg.rto / 2,
-                    _ => self.rx_rto / 2,
+                    _ => rto / 2,
                 };
                 seg.rto = seg.rto.saturating_add(step).min(SEG_RTO_CAP);
                 seg.resendts = now.wrapping_add(seg.rto);
                 lost = true;
                 self.stats.retrans_timeout += 1;
             } else if seg.fastack >= resent && seg.xmit <= FASTACK_LIMIT {
+                if let Some(rc) = self.rc.as_mut() {
+                    seg.stamp = rc.on_transmit(now, OVERHEAD + seg.data.len(), false, false);
+                }
                 seg.xmit += 1;
                 seg.fastack = 0;
                 seg.resendts = now.wrapping_add(seg.rto);
@@ -825,12 +914,45 @@ impl Kcp {
             pkt.resize(start + OVERHEAD, 0);
             hdr.emit(&mut pkt[start..], self.order);
             pkt.extend_from_slice(&self.snd_buf[i].data);
+            if dup {
+                // The copy goes in a packet of its own: a lost datagram takes only one.
+                Self::emit_packet(&mut self.stats, &mut pkt, &mut out);
+                pkt.resize(OVERHEAD, 0);
+                hdr.emit(&mut pkt[..], self.order);
+                pkt.extend_from_slice(&self.snd_buf[i].data);
+                if let Some(rc) = self.rc.as_mut() {
+                    rc.charge(need);
+                }
+                self.stats.dup_sent += 1;
+            }
         }
         if !pkt.is_empty() {
             Self::emit_packet(&mut self.stats, &mut pkt, &mut out);
         }
         self.buffer = pkt;
-        self.on_flush_losses(fast, lost, cwnd);
+        if self.rc.is_none() {
+            self.on_flush_losses(fast, lost, cwnd);
+        }
+        if self.snd_buf.is_empty() && self.snd_queue.is_empty() && self.rcv_buf.is_empty() {
+            self.trim_idle();
+        }
+    }
+
+    /// Gives memory back after a burst: an idle conversation keeps a few buffers only.
+    fn trim_idle(&mut self) {
+        if self.pool.len() > POOL_IDLE_KEEP {
+            self.pool.truncate(POOL_IDLE_KEEP);
+            self.pool.shrink_to_fit();
+        }
+        self.snd_buf.shrink_to(8);
+        self.rcv_buf.shrink_to(8);
+        self.snd_queue.shrink_to(8);
+        if self.rcv_queue.is_empty() && self.rcv_queue.capacity() > 64 {
+            self.rcv_queue.shrink_to(8);
+        }
+        if self.acklist.capacity() > 256 {
+            self.acklist.shrink_to(16);
+        }
     }
 
     /// ikcp_update, deadline driven: flushes when something is due at `now` (see `check`).
@@ -855,10 +977,22 @@ impl Kcp {
             }
             deadline = self.ts_probe;
         }
-        if !self.snd_queue.is_empty()
-            && diff(self.snd_nxt, self.snd_una.wrapping_add(self.send_window())) < 0
-        {
-            return now;
+        if let Some(front) = self.snd_queue.front() {
+            if diff(self.snd_nxt, self.snd_una.wrapping_add(self.send_window())) < 0 {
+                match &self.rc {
+                    None => return now,
+                    // A full in-flight cap waits for ACKs (input wakes the loop); the pacer
+                    // names the exact release time.
+                    Some(rc) if !rc.cwnd_full(OVERHEAD + front.data.len()) => {
+                        let at = rc.release_time(now);
+                        if at == now {
+                            return now;
+                        }
+                        deadline = at;
+                    }
+                    Some(_) => {}
+                }
+            }
         }
         let resent = self.fastresend_threshold();
         for seg in self.snd_buf.iter().filter(|s| !s.acked) {
@@ -896,6 +1030,15 @@ impl Kcp {
 
     fn move_queue_to_flight(&mut self, cwnd: u32) {
         while diff(self.snd_nxt, self.snd_una.wrapping_add(cwnd)) < 0 {
+            // The last queued data leaving with room to spare: application-limited.
+            let app_limited = self.snd_queue.len() == 1;
+            if let (Some(rc), Some(front)) = (self.rc.as_mut(), self.snd_queue.front_mut()) {
+                let bytes = OVERHEAD + front.data.len();
+                if !rc.can_send(self.current, bytes) {
+                    break;
+                }
+                front.stamp = rc.on_transmit(self.current, bytes, true, app_limited);
+            }
             let Some(mut seg) = self.snd_queue.pop_front() else {
                 break;
             };

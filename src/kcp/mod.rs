@@ -11,6 +11,7 @@
 //! (see [`IDLE_CHECK`]).
 
 mod engine;
+mod rate;
 mod wire;
 
 #[cfg(test)]
@@ -47,7 +48,18 @@ pub struct KcpConfig {
     pub byte_order: ByteOrder,
     /// Stream mode (kcptun-libev always): writes are merged into full segments, `frg` is 0.
     pub stream: bool,
+    /// Sender-side rate control (on by default; wire-neutral): paces new data at the
+    /// measured bottleneck rate, caps data in flight at about two bandwidth-delay products
+    /// (`sndwnd` and `nc` then no longer limit the flight, and the send queue holds about one
+    /// BDP), repairs loss after `resend` later ACKs (2 when `resend` is 0), and sends a small
+    /// tail segment twice. The receive window is raised to at least [`AUTO_RCV_WND`] so the
+    /// peer's flight is not capped below the path's BDP. Off = ikcp's behaviour exactly.
+    pub rate_control: bool,
 }
+
+/// The smallest receive window with `rate_control` (segments). Costs memory only while the
+/// peer actually has that much data out of order or unread.
+pub const AUTO_RCV_WND: u16 = 2048;
 
 impl Default for KcpConfig {
     fn default() -> Self {
@@ -63,6 +75,7 @@ impl Default for KcpConfig {
             dead_link: 20,
             byte_order: ByteOrder::Big,
             stream: true,
+            rate_control: true,
         }
     }
 }

@@ -5,11 +5,19 @@ use super::*;
 
 const CONV: u32 = 0x1a2b_3c4d;
 
+/// ikcp's behaviour exactly (these tests pin it down); rate control has its own section.
+fn classic() -> KcpConfig {
+    KcpConfig {
+        rate_control: false,
+        ..KcpConfig::default()
+    }
+}
+
 fn small() -> KcpConfig {
     // mss 26: easy to count segments.
     KcpConfig {
         mtu: 50,
-        ..KcpConfig::default()
+        ..classic()
     }
 }
 

@@ -1,0 +1,453 @@
+//! Sender-side rate control for one conversation: a BBR-like model (bottleneck bandwidth and
+//! minimum RTT, both measured from ACKs), a pacer that releases new segments at a gain times
+//! the bandwidth estimate, and an in-flight cap of about two bandwidth-delay products. With it
+//! the windows size themselves and the bottleneck queue stays short, so random loss is
+//! repaired by retransmission instead of being answered by a smaller window, and the sender
+//! does not overrun the queue and repair its own drops.
+//!
+//! It is wire-neutral: it only decides *when* the engine sends. Units are wire bytes of
+//! segments (payload plus the 24-byte header) and the engine's milliseconds; rates are bytes
+//! per ms. Rate samples follow the delivery-rate estimation of the BBR drafts (each
+//! transmission remembers how much had been delivered when it left).
+
+/// Gain of the startup phase (2/ln 2): doubles the delivery rate every round trip.
+const STARTUP_GAIN: f64 = 2.885;
+/// Probe-bandwidth pacing gains, one phase per minimum RTT.
+const CYCLE: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+/// In-flight cap in bandwidth-delay products once the pipe is full.
+const CWND_GAIN: f64 = 2.0;
+/// The bandwidth estimate is the largest sample of the last this many round trips.
+const BW_ROUNDS: usize = 10;
+/// The minimum RTT is the smallest sample of the last this many ms.
+const MIN_RTT_WINDOW: u32 = 10_000;
+/// Startup ends after this many round trips without 25 % bandwidth growth.
+const FULL_BW_ROUNDS: u32 = 3;
+/// A round whose smallest RTT exceeds the minimum by a quarter of it (and at least this many
+/// ms, for jitter on short paths) saw a standing queue.
+const QUEUE_MIN_MS: u32 = 3;
+/// Before the first measurement: how many full segments may leave unpaced.
+pub(super) const INIT_CWND_SEGS: usize = 32;
+/// Pacing lets this many ms of rate accumulate (the loop's clock has ms resolution).
+const BURST_MS: f64 = 2.0;
+/// ... but never less than this many packets.
+const BURST_MIN_PKTS: usize = 4;
+
+/// What a transmission remembers for its rate sample.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct TxStamp {
+    delivered: u64,
+    delivered_time: u32,
+    first_sent: u32,
+    sent: u32,
+    app_limited: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Startup,
+    Drain,
+    ProbeBw,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct RateControl {
+    mtu: usize,
+    /// Wire bytes acknowledged so far, and when the last of them was.
+    delivered: u64,
+    delivered_time: u32,
+    first_sent_time: u32,
+    /// Non-zero while samples are limited by the application (no data to send), not the path.
+    app_limited_until: u64,
+    /// Bytes sent and not yet acknowledged (first transmissions only).
+    inflight: usize,
+    /// The newest transmission acknowledged by the current input, and bytes acknowledged.
+    sample: Option<TxStamp>,
+    acked: usize,
+
+    bw_max: [(u64, f64); BW_ROUNDS],
+    bw: f64,
+    min_rtt: u32,
+    min_rtt_stamp: u32,
+    /// Smallest sample since `min_rtt_stamp`'s window started: the next window's estimate.
+    min_rtt_next: u32,
+    latest_rtt: u32,
+    /// Smallest RTT sample of the current round, and the delivery at its start: a round
+    /// whose every sample is well above the minimum means a standing queue of our making.
+    round_min_rtt: u32,
+    round_start_delivered: u64,
+    round_start_time: u32,
+
+    round: u64,
+    next_round_delivered: u64,
+    mode: Mode,
+    full_bw: f64,
+    full_bw_rounds: u32,
+    cycle_idx: usize,
+    cycle_stamp: u32,
+    /// The estimate when the current probing (gain > 1) phase began.
+    cycle_bw: f64,
+    pacing_gain: f64,
+    cwnd_gain: f64,
+    cwnd: usize,
+
+    tokens: f64,
+    last_refill: u32,
+}
+
+impl RateControl {
+    pub(super) fn new(mtu: usize) -> RateControl {
+        RateControl {
+            mtu,
+            delivered: 0,
+            delivered_time: 0,
+            first_sent_time: 0,
+            app_limited_until: 0,
+            inflight: 0,
+            sample: None,
+            acked: 0,
+            bw_max: [(0, 0.0); BW_ROUNDS],
+            bw: 0.0,
+            min_rtt: u32::MAX,
+            min_rtt_stamp: 0,
+            min_rtt_next: u32::MAX,
+            latest_rtt: 0,
+            round_min_rtt: u32::MAX,
+            round_start_delivered: 0,
+            round_start_time: 0,
+            round: 0,
+            next_round_delivered: 0,
+            mode: Mode::Startup,
+            full_bw: 0.0,
+            full_bw_rounds: 0,
+            cycle_idx: 0,
+            cycle_stamp: 0,
+            cycle_bw: 0.0,
+            pacing_gain: STARTUP_GAIN,
+            cwnd_gain: CWND_GAIN,
+            cwnd: INIT_CWND_SEGS * mtu,
+            tokens: 0.0,
+            last_refill: 0,
+        }
+    }
+
+    // ------------------------------------------------------------------------ estimates
+
+    /// Bottleneck bandwidth estimate in bytes per ms (0 before the first sample).
+    pub(super) fn bw(&self) -> f64 {
+        self.bw
+    }
+
+    /// Minimum RTT in ms (`None` before the first sample).
+    pub(super) fn min_rtt(&self) -> Option<u32> {
+        (self.min_rtt != u32::MAX).then_some(self.min_rtt)
+    }
+
+    /// Bandwidth-delay product in bytes (`None` before the first rate sample).
+    pub(super) fn bdp(&self) -> Option<usize> {
+        let rtt = self.min_rtt()?;
+        (self.bw > 0.0).then(|| (self.bw * f64::from(rtt.max(1))) as usize)
+    }
+
+    pub(super) fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    pub(super) fn cwnd(&self) -> usize {
+        self.cwnd
+    }
+
+    /// Gain times the estimate, but never below one initial window per minimum RTT: the
+    /// first samples of an interactive flow are tiny (and a long outage yields tiny ones
+    /// too); pacing at them would hold small messages back for whole round trips and could
+    /// never measure its way out.
+    fn pacing_rate(&self) -> Option<f64> {
+        if self.bw <= 0.0 {
+            return None;
+        }
+        let floor = (INIT_CWND_SEGS * self.mtu) as f64 / f64::from(self.min_rtt.clamp(1, 60_000));
+        Some((self.pacing_gain * self.bw).max(floor))
+    }
+
+    fn burst(&self, rate: f64) -> f64 {
+        (rate * BURST_MS).max((BURST_MIN_PKTS * self.mtu) as f64)
+    }
+
+    fn tokens_at(&self, now: u32) -> f64 {
+        match self.pacing_rate() {
+            None => f64::INFINITY,
+            Some(rate) => {
+                // The clock only moves forward; a huge distance means a long idle time.
+                let elapsed = now.wrapping_sub(self.last_refill).min(10_000);
+                let t = self.tokens + rate * f64::from(elapsed);
+                t.min(self.burst(rate))
+            }
+        }
+    }
+
+    // --------------------------------------------------------------------------- sending
+
+    /// May a new segment of `bytes` leave now? (In-flight cap and pacer.)
+    pub(super) fn can_send(&self, now: u32, bytes: usize) -> bool {
+        self.inflight + bytes <= self.cwnd.max(bytes) && self.tokens_at(now) > 0.0
+    }
+
+    /// The in-flight cap, not the pacer, is what holds new data back.
+    pub(super) fn cwnd_full(&self, bytes: usize) -> bool {
+        self.inflight + bytes > self.cwnd.max(bytes)
+    }
+
+    /// When the pacer next lets a segment go (`now` if it would now).
+    pub(super) fn release_time(&self, now: u32) -> u32 {
+        let t = self.tokens_at(now);
+        if t > 0.0 {
+            return now;
+        }
+        let rate = self.pacing_rate().unwrap_or(f64::INFINITY);
+        let wait = ((-t) / rate).floor() as u32 + 1;
+        now.wrapping_add(wait.max(1))
+    }
+
+    /// A transmission of `bytes` leaves at `now`: charge the pacer, count a first
+    /// transmission as in flight, and return the stamp for its rate sample.
+    pub(super) fn on_transmit(
+        &mut self,
+        now: u32,
+        bytes: usize,
+        first: bool,
+        app_limited: bool,
+    ) -> TxStamp {
+        self.tokens = if self.pacing_rate().is_some() {
+            self.tokens_at(now) - bytes as f64
+        } else {
+            0.0
+        };
+        self.last_refill = now;
+        if self.inflight == 0 {
+            self.first_sent_time = now;
+            self.delivered_time = now;
+        }
+        if first {
+            self.inflight += bytes;
+        }
+        if app_limited {
+            self.app_limited_until = (self.delivered + self.inflight as u64).max(1);
+        }
+        TxStamp {
+            delivered: self.delivered,
+            delivered_time: self.delivered_time,
+            first_sent: self.first_sent_time,
+            sent: now,
+            app_limited: self.app_limited_until != 0,
+        }
+    }
+
+    /// An extra copy of `bytes` left (not a transmission of its own for the model).
+    pub(super) fn charge(&mut self, bytes: usize) {
+        if self.pacing_rate().is_some() {
+            self.tokens -= bytes as f64;
+        }
+    }
+
+    // ------------------------------------------------------------------------ receiving
+
+    /// A segment of `bytes` whose latest copy left with `stamp` was acknowledged (the first
+    /// time). `echo` is the ACK's `ts` (`None` for a cumulative `una`): an ACK of an earlier
+    /// copy, or a cumulative one after a retransmission, is not a sample of the latest copy's
+    /// delivery (it would look like a round trip of a few ms).
+    pub(super) fn on_acked(
+        &mut self,
+        now: u32,
+        bytes: usize,
+        stamp: &TxStamp,
+        echo: Option<u32>,
+        xmit: u32,
+    ) {
+        self.inflight = self.inflight.saturating_sub(bytes);
+        self.delivered += bytes as u64;
+        self.delivered_time = now;
+        self.acked += bytes;
+        let exact = match echo {
+            Some(ts) => ts == stamp.sent,
+            None => xmit <= 1,
+        };
+        if exact && self.sample.is_none_or(|s| stamp.delivered >= s.delivered) {
+            self.sample = Some(*stamp);
+            self.first_sent_time = stamp.sent;
+        }
+    }
+
+    pub(super) fn on_rtt(&mut self, now: u32, rtt: u32) {
+        self.latest_rtt = rtt;
+        self.round_min_rtt = self.round_min_rtt.min(rtt);
+        self.min_rtt_next = self.min_rtt_next.min(rtt);
+        if rtt <= self.min_rtt {
+            self.min_rtt = rtt;
+        }
+        // A sliding minimum without a probe phase: after each window the estimate becomes the
+        // smallest sample of the window just ended (our own queue drains in the 0.75 phases).
+        if self.min_rtt_stamp == 0 && self.min_rtt != u32::MAX {
+            self.min_rtt_stamp = now | 1;
+        } else if now.wrapping_sub(self.min_rtt_stamp) as i32 > MIN_RTT_WINDOW as i32 {
+            self.min_rtt = self.min_rtt_next;
+            self.min_rtt_next = rtt;
+            self.min_rtt_stamp = now | 1;
+        }
+    }
+
+    /// End of one input packet: turn its ACKs into a rate sample and update the model.
+    pub(super) fn on_input_done(&mut self, now: u32) {
+        let Some(s) = self.sample.take() else {
+            return;
+        };
+        let acked = std::mem::take(&mut self.acked);
+        if self.app_limited_until != 0 && self.delivered > self.app_limited_until {
+            self.app_limited_until = 0;
+        }
+        let mut round_start = false;
+        let mut queued = false;
+        if self.mode == Mode::Startup {
+            // Startup doubles the flight each round: half a round of a standing queue is
+            // enough evidence, a whole one may already overflow a one-BDP buffer.
+            let base = self.min_rtt().unwrap_or(u32::MAX);
+            let half = now.wrapping_sub(self.round_start_time) as i32 > (base / 2) as i32;
+            queued = half && self.round_queued(base);
+        }
+        if s.delivered >= self.next_round_delivered {
+            self.next_round_delivered = self.delivered;
+            self.round += 1;
+            round_start = true;
+            // A standing queue the whole round: some of it is ours, and the rate at which
+            // the round delivered is the bottleneck's (it never ran dry).
+            if queued || self.round_queued(self.min_rtt().unwrap_or(u32::MAX)) {
+                queued = true;
+                let dt = now.wrapping_sub(self.round_start_time).max(1);
+                let avg = (self.delivered - self.round_start_delivered) as f64 / f64::from(dt);
+                if avg > 0.0 && avg < self.bw {
+                    for b in self.bw_max.iter_mut() {
+                        b.1 = b.1.min(avg);
+                    }
+                    self.bw = avg;
+                }
+            }
+            self.round_min_rtt = u32::MAX;
+            self.round_start_delivered = self.delivered;
+            self.round_start_time = now;
+        }
+        let send_elapsed = s.sent.wrapping_sub(s.first_sent) as i32;
+        let ack_elapsed = now.wrapping_sub(s.delivered_time) as i32;
+        let interval = send_elapsed.max(ack_elapsed).max(1) as u32;
+        let floor = self.min_rtt().unwrap_or(0);
+        if interval >= floor {
+            let rate = (self.delivered - s.delivered) as f64 / f64::from(interval);
+            if !s.app_limited || rate >= self.bw {
+                self.update_bw(rate);
+            }
+        }
+        self.update_mode(now, round_start, queued, s.app_limited);
+        self.update_cwnd(acked);
+    }
+
+    fn round_queued(&self, base: u32) -> bool {
+        self.round_min_rtt != u32::MAX
+            && base != u32::MAX
+            && self.round_min_rtt > base + (base / 4).max(QUEUE_MIN_MS)
+    }
+
+    fn update_bw(&mut self, rate: f64) {
+        let slot = (self.round % BW_ROUNDS as u64) as usize;
+        let b = &mut self.bw_max[slot];
+        if b.0 != self.round {
+            *b = (self.round, rate);
+        } else if rate > b.1 {
+            b.1 = rate;
+        }
+        let oldest = self.round.saturating_sub(BW_ROUNDS as u64 - 1);
+        self.bw = self
+            .bw_max
+            .iter()
+            .filter(|(r, _)| *r >= oldest && *r <= self.round)
+            .map(|&(_, v)| v)
+            .fold(0.0, f64::max);
+    }
+
+    fn update_mode(&mut self, now: u32, round_start: bool, queued: bool, app_limited: bool) {
+        match self.mode {
+            Mode::Startup => {
+                if round_start && !app_limited {
+                    if self.bw >= self.full_bw * 1.25 {
+                        self.full_bw = self.bw;
+                        self.full_bw_rounds = 0;
+                    } else {
+                        self.full_bw_rounds += 1;
+                    }
+                }
+                // The pipe is also full once a queue stands: leave before it overflows.
+                if queued || self.full_bw_rounds >= FULL_BW_ROUNDS {
+                    self.mode = Mode::Drain;
+                    self.pacing_gain = 1.0 / STARTUP_GAIN;
+                }
+            }
+            Mode::Drain => {
+                if self.bdp().is_none_or(|bdp| self.inflight <= bdp) {
+                    self.enter_probe_bw(now);
+                }
+            }
+            Mode::ProbeBw if queued => {
+                // Drain what we queued before cruising again.
+                self.cycle_idx = 1;
+                self.cycle_stamp = now;
+                self.pacing_gain = CYCLE[1];
+            }
+            Mode::ProbeBw => {
+                let phase = now.wrapping_sub(self.cycle_stamp) as i32;
+                let rtt = self.min_rtt().unwrap_or(1).max(1) as i32;
+                let gain = CYCLE[self.cycle_idx];
+                let bdp = self.bdp().unwrap_or(0);
+                let next = if gain < 1.0 {
+                    phase > rtt || self.inflight <= bdp
+                } else {
+                    phase > rtt
+                };
+                if next && gain > 1.0 && self.bw >= self.cycle_bw * 1.25 {
+                    // Probing found much more room (the estimate had collapsed, or the path
+                    // got faster): search exponentially again instead of 25 % per cycle.
+                    self.mode = Mode::Startup;
+                    self.full_bw = self.bw;
+                    self.full_bw_rounds = 0;
+                    self.pacing_gain = STARTUP_GAIN;
+                    return;
+                }
+                if next {
+                    self.cycle_bw = self.bw;
+                    self.cycle_idx = (self.cycle_idx + 1) % CYCLE.len();
+                    self.cycle_stamp = now;
+                    self.pacing_gain = CYCLE[self.cycle_idx];
+                }
+            }
+        }
+    }
+
+    fn enter_probe_bw(&mut self, now: u32) {
+        self.mode = Mode::ProbeBw;
+        self.cwnd_gain = CWND_GAIN;
+        // Start in a cruising phase, varied per flow so parallel flows do not probe in step.
+        self.cycle_idx = 2 + (self.delivered as usize / self.mtu.max(1)) % (CYCLE.len() - 2);
+        self.cycle_stamp = now;
+        self.pacing_gain = CYCLE[self.cycle_idx];
+    }
+
+    fn update_cwnd(&mut self, acked: usize) {
+        let floor = BURST_MIN_PKTS * self.mtu;
+        let Some(bdp) = self.bdp() else {
+            self.cwnd = self.cwnd.max(INIT_CWND_SEGS * self.mtu) + acked;
+            return;
+        };
+        let target = (self.cwnd_gain * bdp as f64) as usize + 3 * self.mtu;
+        if self.mode != Mode::Startup {
+            self.cwnd = (self.cwnd + acked).min(target);
+        } else if self.cwnd < target || self.delivered < (INIT_CWND_SEGS * self.mtu) as u64 {
+            self.cwnd += acked;
+        }
+        self.cwnd = self.cwnd.max(floor);
+    }
+}
