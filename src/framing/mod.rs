@@ -251,6 +251,13 @@ fn increment_le(n: &mut [u8]) {
     }
 }
 
+/// A 12-byte little-endian counter nonce as a number (the increment is little-endian).
+fn le96(b: &[u8]) -> u128 {
+    let mut v = [0u8; 16];
+    v[..12].copy_from_slice(&b[..12]);
+    u128::from_le_bytes(v)
+}
+
 /// Seals and opens datagrams under one key. One per process (one key, one nonce counter, one
 /// replay filter); not `Clone`, so a counter nonce cannot be duplicated by copying the framer.
 pub struct Framer {
@@ -259,6 +266,13 @@ pub struct Framer {
     key: Option<Key>,
     /// Next counter nonce (12-byte methods); unused otherwise.
     counter: [u8; 12],
+    /// The first counter nonce we sealed, and how many we have sealed since: the range of
+    /// our own 12-byte nonces.
+    counter_start: u128,
+    sealed: u128,
+    /// The first 8 bytes of every 24-byte nonce we seal (random per process); the other 16
+    /// are random per datagram.
+    salt: [u8; 8],
     pool: RandomPool,
     replay: Option<ReplayFilter>,
 }
@@ -312,11 +326,16 @@ impl Framer {
         // A random start, so that a restarted process does not walk the nonces of the last one
         // under the same key.
         counter.copy_from_slice(pool.take(12));
+        let mut salt = [0u8; 8];
+        salt.copy_from_slice(pool.take(8));
         Ok(Framer {
             method,
             aead: method.aead(),
             key,
+            counter_start: le96(&counter),
+            sealed: 0,
             counter,
+            salt,
             pool,
             replay,
         })
@@ -358,8 +377,12 @@ impl Framer {
         if self.method.counter_nonce() {
             nonce[..12].copy_from_slice(&self.counter);
             increment_le(&mut self.counter);
+            self.sealed += 1;
         } else {
-            nonce.copy_from_slice(self.pool.take(24));
+            // Receivers never interpret the nonce: 8 bytes that mark it as ours (see
+            // `is_own_nonce`) and 16 random ones, unique per datagram.
+            nonce[..8].copy_from_slice(&self.salt);
+            nonce[8..].copy_from_slice(self.pool.take(16));
         }
         self.seal_with_nonce(buf, plain_len + pad, &nonce[..n])
     }
@@ -408,12 +431,30 @@ impl Framer {
         if !sodium::open_detached(aead, key.as_bytes(), msg, tag, AD, nonce) {
             return Err(OpenError::Auth);
         }
+        // Both directions share the key and the wire has no direction bit, so one of our own
+        // datagrams sent back to us would authenticate (and fake ACKs or data). It is a
+        // replay of ours: dropped without touching the filter.
+        if self.is_own_nonce(nonce) {
+            return Err(OpenError::Replay);
+        }
         if let Some(replay) = &mut self.replay {
             if replay.check_and_insert(nonce) {
                 return Err(OpenError::Replay);
             }
         }
         Ok(plain_len)
+    }
+
+    /// Whether `nonce` is one this framer sealed (or will seal): its salt for 24-byte nonces,
+    /// inside the range of its counter for 12-byte ones. A peer's random nonce matches by
+    /// chance with probability 2^-64 (salt) or about sealed/2^96 (counter).
+    fn is_own_nonce(&self, nonce: &[u8]) -> bool {
+        if self.method.counter_nonce() {
+            let v = le96(nonce);
+            (v.wrapping_sub(self.counter_start) & ((1u128 << 96) - 1)) < self.sealed
+        } else {
+            nonce.len() >= 8 && nonce[..8] == self.salt
+        }
     }
 
     /// The replay filter, for statistics (none for `Method::None`).
@@ -567,5 +608,44 @@ mod tests {
         let f = framer(Method::XChaCha20Poly1305Ietf);
         let s = format!("{f:?}");
         assert!(!s.contains("key") && !s.contains("seed"), "{s}");
+    }
+}
+
+#[cfg(test)]
+mod reflection_tests {
+    use super::*;
+
+    /// One of our own datagrams sent back to us authenticates (one key both ways) but is
+    /// refused; the peer, with the same key, opens it.
+    #[test]
+    fn own_datagrams_are_refused_as_reflections() {
+        for method in [
+            Method::XChaCha20Poly1305Ietf,
+            Method::ChaCha20Poly1305Ietf,
+            Method::XSalsa20Poly1305,
+        ] {
+            let key = Key::from_bytes([7; 32]);
+            let mut us = Framer::new(method, Some(key.clone())).unwrap();
+            let mut peer = Framer::new(method, Some(key)).unwrap();
+            for i in 0..200u32 {
+                let mut buf = [0u8; 256];
+                buf[..4].copy_from_slice(&i.to_be_bytes());
+                let n = us.seal(&mut buf, 4, 100);
+                let mut echo = buf;
+                assert_eq!(
+                    us.open(&mut echo[..n]),
+                    Err(OpenError::Replay),
+                    "{method} {i}"
+                );
+                let m = peer.open(&mut buf[..n]).unwrap();
+                assert_eq!(&buf[..4], &i.to_be_bytes(), "{method}");
+                assert!(m >= 4);
+                // And the peer's own datagrams reach us.
+                let mut back = [0u8; 256];
+                back[..4].copy_from_slice(&i.to_le_bytes());
+                let n = peer.seal(&mut back, 4, 4);
+                assert_eq!(us.open(&mut back[..n]), Ok(4), "{method} {i}");
+            }
+        }
     }
 }
