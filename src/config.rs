@@ -169,6 +169,9 @@ pub struct KcpSettings {
     pub nc: bool,
     /// 0: flush only on the timer; 1: also after each send; 2: also flush ACKs at once.
     pub flush: u32,
+    /// kcptun-rs addition: the sender paces at the measured delivery rate and sizes its
+    /// window from it (wire-neutral). 0 = exactly ikcp's sender.
+    pub rc: bool,
 }
 
 impl Default for KcpSettings {
@@ -182,6 +185,7 @@ impl Default for KcpSettings {
             resend: 0,
             nc: true,
             flush: 1,
+            rc: true,
         }
     }
 }
@@ -456,7 +460,7 @@ const TOP_KEYS: &[&str] = &[
     "max_dials",
 ];
 const KCP_KEYS: &[&str] = &[
-    "mtu", "sndwnd", "rcvwnd", "nodelay", "interval", "resend", "nc", "flush",
+    "mtu", "sndwnd", "rcvwnd", "nodelay", "interval", "resend", "nc", "flush", "rc",
 ];
 const TCP_KEYS: &[&str] = &["reuseport", "keepalive", "nodelay", "sndbuf", "rcvbuf"];
 const UDP_KEYS: &[&str] = &["reuseport", "sndbuf", "rcvbuf"];
@@ -476,6 +480,7 @@ pub const RANGES: &[(&str, i64, i64)] = &[
     ("kcp.resend", 0, 100),
     ("kcp.nc", 0, 1),
     ("kcp.flush", 0, 2),
+    ("kcp.rc", 0, 1),
     ("tcp.sndbuf", 0, MAX_SOCKBUF),
     ("tcp.rcvbuf", 0, MAX_SOCKBUF),
     ("udp.sndbuf", 0, MAX_SOCKBUF),
@@ -671,6 +676,7 @@ impl Config {
             kcp.resend = s.uint("resend", kcp.resend)?;
             kcp.nc = s.uint("nc", kcp.nc.into())? != 0;
             kcp.flush = s.uint("flush", kcp.flush)?;
+            kcp.rc = s.uint("rc", kcp.rc.into())? != 0;
         }
         let mut tcp = TcpSettings::default();
         if let Some(s) = top.object("tcp", TCP_KEYS)? {
@@ -884,6 +890,7 @@ impl Config {
             interval: self.kcp.interval,
             resend: self.kcp.resend,
             nc: self.kcp.nc,
+            rate_control: self.kcp.rc,
             ..KcpConfig::default()
         }
     }

@@ -251,6 +251,37 @@ pub struct EventLoop {
     silence_probe_at: Millis,
     /// Accepting stopped at its cap with connections possibly still waiting.
     accept_again: bool,
+    throttle: Throttles,
+}
+
+/// At most one log line per `EVERY` for a condition that can recur many times a second (a
+/// limit reached, descriptors exhausted), carrying the count since the previous line.
+#[derive(Default)]
+struct Throttle {
+    last: Option<Millis>,
+    count: u64,
+}
+
+impl Throttle {
+    const EVERY: Millis = 10_000;
+
+    fn hit(&mut self, now: Millis) -> Option<u64> {
+        self.count += 1;
+        match self.last {
+            Some(t) if now < t + Self::EVERY => None,
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.count))
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Throttles {
+    sessions: Throttle,
+    dials: Throttle,
+    accept: Throttle,
 }
 
 const AMBIGUOUS: usize = usize::MAX;
@@ -361,6 +392,7 @@ impl EventLoop {
             reload: None,
             silence_probe_at: 0,
             accept_again: false,
+            throttle: Throttles::default(),
         })
     }
 
@@ -393,6 +425,7 @@ impl EventLoop {
         if self.st.kcp_connect.is_some() {
             // A PING first: it tells the operator at once whether the server answers.
             self.send_ping();
+            self.out.send_batch(); // now, not with the first event
             self.timers
                 .set(TIMER_SILENCE, self.now + self.st.peer_silence);
         }
@@ -705,13 +738,7 @@ impl EventLoop {
             return None;
         }
         if self.open_sessions >= self.st.max_sessions {
-            self.out.stats.refused_sessions += 1;
-            if self.out.stats.refused_sessions.is_power_of_two() {
-                warn!(
-                    "session limit {} reached: refused {} conversations so far",
-                    self.st.max_sessions, self.out.stats.refused_sessions
-                );
-            }
+            self.refuse_session();
             return None;
         }
         let cfg = match from {
@@ -817,8 +844,13 @@ impl EventLoop {
                 Err(e) => {
                     // Out of descriptors or memory: the connection stays in the backlog; try
                     // again shortly instead of spinning on a listener that stays readable.
-                    warn!("accept: {e}; pausing accept for {ACCEPT_BACKOFF} ms");
                     self.out.stats.accept_errors += 1;
+                    if let Some(n) = self.throttle.accept.hit(self.now) {
+                        warn!(
+                            "accept: {e}; accepting pauses for {ACCEPT_BACKOFF} ms at a time \
+                             ({n} pauses since the last report)"
+                        );
+                    }
                     self.accept_paused = true;
                     self.timers.set(TIMER_ACCEPT, self.now + ACCEPT_BACKOFF);
                     return;
@@ -836,7 +868,7 @@ impl EventLoop {
             return;
         };
         if self.open_sessions >= self.st.max_sessions || self.stopping {
-            self.out.stats.refused_sessions += 1;
+            self.refuse_session();
             return; // dropping the stream closes it
         }
         let conv = self.alloc_conv(server);
@@ -869,6 +901,19 @@ impl EventLoop {
         self.mark_dirty(slot);
     }
 
+    /// At the session limit: count it, and say so at most once per `Throttle::EVERY`.
+    /// (On a server this counts datagrams: each retransmitted first packet of a refused
+    /// conversation is refused again.)
+    fn refuse_session(&mut self) {
+        self.out.stats.refused_sessions += 1;
+        if let Some(n) = self.throttle.sessions.hit(self.now) {
+            warn!(
+                "session limit {} reached: refused {n} since the last report",
+                self.st.max_sessions
+            );
+        }
+    }
+
     fn alloc_conv(&mut self, peer: SocketAddr) -> u32 {
         loop {
             self.next_conv = self.next_conv.wrapping_add(1);
@@ -886,10 +931,10 @@ impl EventLoop {
         let conv = self.sessions[slot].as_ref().map_or(0, |s| s.conv);
         if self.pending_dials >= self.st.max_dials {
             self.out.stats.refused_dials += 1;
-            if self.out.stats.refused_dials.is_power_of_two() {
+            if let Some(n) = self.throttle.dials.hit(self.now) {
                 warn!(
-                    "pending dial limit {} reached: refused {} so far",
-                    self.st.max_dials, self.out.stats.refused_dials
+                    "pending dial limit {} reached: refused {n} dials since the last report",
+                    self.st.max_dials
                 );
             }
             self.close(slot, Close::DialFailed);

@@ -31,6 +31,8 @@ pub struct Stats {
     pub kcp_rx_packets: u64,
     pub resets_sent: u64,
     pub sessions_opened: u64,
+    /// Conversations refused at `max_sessions`. On a server this counts datagrams: every
+    /// retransmission of a refused conversation's first packet is refused again.
     pub refused_sessions: u64,
     pub refused_dials: u64,
     pub dial_failures: u64,
