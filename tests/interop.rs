@@ -292,12 +292,8 @@ fn recorded_keepalive_is_echoed_in_stream() {
             Some(Frame::Keepalive) => frames.push("KEEPALIVE"),
             Some(Frame::Eof) => frames.push("EOF"),
             Some(Frame::Dial) => frames.push("DIAL"),
-            Some(Frame::Data(_)) => {
-                if frames.last() != Some(&"PUSH") {
-                    frames.push("PUSH");
-                }
-            }
-            None => {}
+            Some(Frame::Data(_)) if frames.last() != Some(&"PUSH") => frames.push("PUSH"),
+            Some(Frame::Data(_)) | None => {}
         }
     }
     assert!(
