@@ -17,7 +17,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Kcp, KcpStats, IDLE_CHECK};
+pub use engine::{Kcp, KcpStats, PathHint, IDLE_CHECK};
 pub use wire::{
     packet_conv, ByteOrder, InputError, SegmentHeader, Segments, CMD_ACK, CMD_PUSH, CMD_WASK,
     CMD_WINS, OVERHEAD,
@@ -51,8 +51,9 @@ pub struct KcpConfig {
     /// Sender-side rate control (on by default; wire-neutral): paces new data at the
     /// measured bottleneck rate, caps data in flight at about two bandwidth-delay products
     /// (`sndwnd` and `nc` then no longer limit the flight, and the send queue holds about one
-    /// BDP), repairs loss after `resend` later ACKs (2 when `resend` is 0), and sends a small
-    /// tail segment twice. The receive window is raised to at least [`AUTO_RCV_WND`] so the
+    /// BDP), retransmits a segment once two sent a reordering window (min RTT / 4) after it are
+    /// acknowledged (RACK-like, instead of `resend`), probes a lost tail after 1.25 RTT
+    /// instead of waiting for the RTO, and sends a small tail segment twice. The receive window is raised to at least [`AUTO_RCV_WND`] so the
     /// peer's flight is not capped below the path's BDP. Off = ikcp's behaviour exactly.
     pub rate_control: bool,
 }

@@ -184,6 +184,31 @@ impl RateControl {
         }
     }
 
+    /// What this conversation learnt about the path: (bandwidth in bytes/ms, minimum RTT in
+    /// ms), once both are measured and the estimate is not from startup's first rounds.
+    pub(super) fn path(&self) -> Option<(f64, u32)> {
+        let rtt = self.min_rtt()?;
+        (self.bw > 0.0 && self.mode != Mode::Startup).then_some((self.bw, rtt))
+    }
+
+    /// Starts from another conversation's knowledge of the same path, at half its rate
+    /// (others may share the path now) and still in startup, so the real rate is found in a
+    /// round trip or two instead of a dozen.
+    pub(super) fn seed(&mut self, bw: f64, min_rtt: u32) {
+        if !bw.is_finite() || bw <= 0.0 || self.delivered > 0 || min_rtt == 0 || min_rtt == u32::MAX
+        {
+            return;
+        }
+        let half = bw / 2.0;
+        self.bw = half;
+        self.bw_max[0] = (0, half);
+        self.min_rtt = min_rtt;
+        self.cwnd = self
+            .cwnd
+            .max((CWND_GAIN * half * f64::from(min_rtt)) as usize);
+        self.full_bw = half;
+    }
+
     // --------------------------------------------------------------------------- sending
 
     /// May a new segment of `bytes` leave now? (In-flight cap and pacer.)
