@@ -13,7 +13,7 @@ for t in $TARGETS; do
     mkdir -p "corpus/$t"
     start=$(date +%s)
     nice -n 10 cargo +nightly fuzz run -s none "$t" "corpus/$t" "seeds/$t" -- \
-        -runs="$RUNS" -max_total_time="$SECS" -jobs=1 -workers=1 -print_final_stats=1 \
+        -runs="$RUNS" -max_total_time="$SECS" -print_final_stats=1 \
         >"corpus/$t.log" 2>&1 || { echo "$t: FAILED (see fuzz/corpus/$t.log)"; tail -40 "corpus/$t.log"; exit 1; }
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "corpus/$t.log" | grep -o '[0-9]*$')
     echo "$t: $execs executions in $(( $(date +%s) - start )) s, corpus $(ls "corpus/$t" | wc -l) files"
