@@ -73,18 +73,26 @@ fn run(total_bytes: usize, cfg: &KcpConfig) -> (f64, u64, u64) {
 }
 
 fn main() {
-    let cfg = KcpConfig::default();
-    // Warm up, then measure.
-    run(10_000_000, &cfg);
-    let total = 200_000_000;
-    let (secs, segs, pkts) = run(total, &cfg);
-    println!(
-        "kcp loopback, mtu {}, wnd {}/{}: {:.0} segments/s ({:.0} packets/s), {:.0} MB/s payload",
-        cfg.mtu,
-        cfg.sndwnd,
-        cfg.rcvwnd,
-        segs as f64 / secs,
-        pkts as f64 / secs,
-        total as f64 / secs / 1e6
-    );
+    // Rate control on (the default) and off (ikcp's logic): its cost per segment.
+    for rate_control in [true, false] {
+        let cfg = KcpConfig {
+            rate_control,
+            ..KcpConfig::default()
+        };
+        // Warm up, then measure.
+        run(10_000_000, &cfg);
+        let total = 200_000_000;
+        let (secs, segs, pkts) = run(total, &cfg);
+        println!(
+            "kcp loopback, mtu {}, wnd {}/{}, rate control {}: {:.0} segments/s ({:.0} packets/s), \
+             {:.0} MB/s payload",
+            cfg.mtu,
+            cfg.sndwnd,
+            cfg.rcvwnd,
+            if rate_control { "on " } else { "off" },
+            segs as f64 / secs,
+            pkts as f64 / secs,
+            total as f64 / secs / 1e6
+        );
+    }
 }
