@@ -25,7 +25,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::config::Config;
 use crate::framing::{Framer, OpenError};
 use crate::http::{self, HttpServer, Step};
-use crate::kcp::{Kcp, KcpConfig};
+use crate::kcp::{Kcp, KcpConfig, PathHint};
 use crate::proto::Session0;
 use crate::report::{self, Row, Snapshot};
 use crate::session::{Close, Role, Session, State, Timeouts};
@@ -53,6 +53,8 @@ const SILENCE_PROBE: Millis = 3000;
 const MOVE_GUARD: Millis = 1000;
 const TIMER_HTTP_BASE: usize = 8;
 const TIMER_BASE: usize = TIMER_HTTP_BASE + http::MAX_CLIENTS;
+/// Peers whose path (bandwidth, minimum RTT) is remembered for the next conversation.
+const PATH_HINTS: usize = 4096;
 /// Conversations listed one per line in `/stats`.
 const STATS_ROWS: usize = 1000;
 
@@ -252,6 +254,9 @@ pub struct EventLoop {
     /// Accepting stopped at its cap with connections possibly still waiting.
     accept_again: bool,
     throttle: Throttles,
+    /// What rate control learnt about each peer's path, for the next conversation with it:
+    /// a fresh connection then starts near the path's rate instead of probing from zero.
+    paths: HashMap<SocketAddr, PathHint>,
 }
 
 /// At most one log line per `EVERY` for a condition that can recur many times a second (a
@@ -393,6 +398,7 @@ impl EventLoop {
             silence_probe_at: 0,
             accept_again: false,
             throttle: Throttles::default(),
+            paths: HashMap::new(),
         })
     }
 
@@ -745,7 +751,10 @@ impl EventLoop {
             SocketAddr::V4(_) => &self.st.kcp_v4,
             SocketAddr::V6(_) => &self.st.kcp_v6,
         };
-        let kcp = Kcp::new(conv, cfg);
+        let mut kcp = Kcp::new(conv, cfg);
+        if let Some(h) = self.paths.get(&from) {
+            kcp.seed_path(*h);
+        }
         let sess = Session::new(conv, from, Role::Server, kcp, self.now);
         let slot = self.insert(sess);
         debug!("conv {conv:#010x}: new conversation from {from}");
@@ -883,7 +892,10 @@ impl EventLoop {
             SocketAddr::V4(_) => &self.st.kcp_v4,
             SocketAddr::V6(_) => &self.st.kcp_v6,
         };
-        let kcp = Kcp::new(conv, cfg);
+        let mut kcp = Kcp::new(conv, cfg);
+        if let Some(h) = self.paths.get(&server) {
+            kcp.seed_path(*h);
+        }
         let mut sess = Session::new(conv, server, Role::Client, kcp, self.now);
         let slot = self.next_slot();
         if let Err(e) = self.poll.registry().register(
@@ -1424,6 +1436,12 @@ impl EventLoop {
             _ => debug!("conv {:#010x}: closing: {why:?}", sess.conv),
         }
         let (conv, peer) = (sess.conv, sess.peer);
+        if let Some(h) = sess.kcp.path_hint() {
+            if self.paths.len() >= PATH_HINTS && !self.paths.contains_key(&peer) {
+                self.paths.clear(); // bounded; the next conversations learn again
+            }
+            self.paths.insert(peer, h);
+        }
         self.out.stats.tcp_rx_bytes += sess.tcp_rx_bytes;
         self.out.stats.tcp_tx_bytes += sess.tcp_tx_bytes;
         sess.tcp_rx_bytes = 0;
