@@ -169,8 +169,8 @@ pub struct KcpSettings {
     pub nc: bool,
     /// 0: flush only on the timer; 1: also after each send; 2: also flush ACKs at once.
     pub flush: u32,
-    /// kcptun-rs addition: the sender paces at the measured delivery rate and sizes its
-    /// window from it (wire-neutral). 0 = exactly ikcp's sender.
+    /// kcptun-rs addition, off by default: the sender paces at the measured delivery rate and
+    /// sizes its window from it (wire-neutral). 0 = exactly ikcp's sender, windows as set.
     pub rc: bool,
 }
 
@@ -185,7 +185,9 @@ impl Default for KcpSettings {
             resend: 0,
             nc: true,
             flush: 1,
-            rc: true,
+            // Off by default: with it the engine sizes its windows itself and per-conversation
+            // memory is no longer bounded by sndwnd/rcvwnd (measured up to ~5 MiB each).
+            rc: false,
         }
     }
 }

@@ -470,12 +470,14 @@ impl Session {
                     at = self.created + t.dial;
                     why = Close::Timeout("dial timeout");
                 }
-                // linger bounds a closing conversation that is stuck: data waiting to be
-                // written or acknowledged, or both EOFs seen. A half-closed one whose other
+                // linger bounds a half-closed conversation that is stuck. One whose other
                 // direction is merely quiet (a server thinking after the request's EOF) is
                 // bounded by the idle timeout instead.
-                let stuck = !self.pending.is_empty()
-                    || self.kcp.waitsnd() > 0
+                // Only a silent peer makes a conversation stuck: data it could take (its window
+                // is open) but does not acknowledge, or both EOFs seen and the last ACKs
+                // missing. A peer that advertises a zero window, or a local application that
+                // reads slowly, is backpressure, not a fault: the idle timeout bounds those.
+                let stuck = (self.kcp.waitsnd() > 0 && self.kcp.remote_wnd() > 0)
                     || (self.rd_eof && self.peer_eof);
                 if (self.rd_eof || self.peer_eof) && stuck && self.last_progress + t.linger < at {
                     at = self.last_progress + t.linger;
