@@ -747,14 +747,7 @@ impl EventLoop {
             self.refuse_session();
             return None;
         }
-        let cfg = match from {
-            SocketAddr::V4(_) => &self.st.kcp_v4,
-            SocketAddr::V6(_) => &self.st.kcp_v6,
-        };
-        let mut kcp = Kcp::new(conv, cfg);
-        if let Some(h) = self.paths.get(&from) {
-            kcp.seed_path(*h);
-        }
+        let kcp = self.new_kcp(conv, from);
         let sess = Session::new(conv, from, Role::Server, kcp, self.now);
         let slot = self.insert(sess);
         debug!("conv {conv:#010x}: new conversation from {from}");
@@ -881,21 +874,8 @@ impl EventLoop {
             return; // dropping the stream closes it
         }
         let conv = self.alloc_conv(server);
-        sys::tune_tcp(
-            stream.as_raw_fd(),
-            self.st.tcp_nodelay,
-            self.st.tcp_keepalive,
-            self.st.tcp_sndbuf,
-            self.st.tcp_rcvbuf,
-        );
-        let cfg = match server {
-            SocketAddr::V4(_) => &self.st.kcp_v4,
-            SocketAddr::V6(_) => &self.st.kcp_v6,
-        };
-        let mut kcp = Kcp::new(conv, cfg);
-        if let Some(h) = self.paths.get(&server) {
-            kcp.seed_path(*h);
-        }
+        self.tune_tcp(&stream);
+        let kcp = self.new_kcp(conv, server);
         let mut sess = Session::new(conv, server, Role::Client, kcp, self.now);
         let slot = self.next_slot();
         if let Err(e) = self.poll.registry().register(
@@ -924,6 +904,31 @@ impl EventLoop {
                 self.st.max_sessions
             );
         }
+    }
+
+    /// A KCP engine for a new conversation with `peer`: the settings for its address family
+    /// (the MSS differs), seeded with what an earlier conversation learnt about its path.
+    fn new_kcp(&self, conv: u32, peer: SocketAddr) -> Kcp {
+        let cfg = match peer {
+            SocketAddr::V4(_) => &self.st.kcp_v4,
+            SocketAddr::V6(_) => &self.st.kcp_v6,
+        };
+        let mut kcp = Kcp::new(conv, cfg);
+        if let Some(h) = self.paths.get(&peer) {
+            kcp.seed_path(*h);
+        }
+        kcp
+    }
+
+    /// The `tcp.*` options for an accepted or dialled connection.
+    fn tune_tcp(&self, stream: &TcpStream) {
+        sys::tune_tcp(
+            stream.as_raw_fd(),
+            self.st.tcp_nodelay,
+            self.st.tcp_keepalive,
+            self.st.tcp_sndbuf,
+            self.st.tcp_rcvbuf,
+        );
     }
 
     fn alloc_conv(&mut self, peer: SocketAddr) -> u32 {
@@ -961,13 +966,7 @@ impl EventLoop {
                 return;
             }
         };
-        sys::tune_tcp(
-            stream.as_raw_fd(),
-            self.st.tcp_nodelay,
-            self.st.tcp_keepalive,
-            self.st.tcp_sndbuf,
-            self.st.tcp_rcvbuf,
-        );
+        self.tune_tcp(&stream);
         if let Err(e) = self.poll.registry().register(
             &mut stream,
             Token(SESSION_BASE + slot),
