@@ -14,21 +14,6 @@ use harness::*;
 
 const MIB: usize = 1024 * 1024;
 
-/// Sends `len` bytes of stream `seed` and reads the echo back concurrently; half-closes
-/// after sending. Panics with a precise message on any difference.
-fn echo_roundtrip(addr: SocketAddr, seed: u64, len: usize) {
-    let c = connect(addr);
-    let mut w = c.try_clone().unwrap();
-    let writer = thread::spawn(move || {
-        send_stream(&mut w, seed, len).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
-    });
-    let mut r = c;
-    let got = expect_stream(&mut r, seed, len);
-    writer.join().unwrap();
-    assert_eq!(got, Ok(len), "echo of stream {seed}");
-}
-
 #[test]
 fn bulk_64mib_each_way_clean() {
     let echo = echo_server();

@@ -165,24 +165,12 @@ fn slow_loris_on_the_status_port_does_not_stall_forwarding() {
         c.read_exact(&mut got).unwrap();
         assert_eq!(got, format!("request {i}").as_bytes());
     }
-    echo_roundtrip_len(t.listen, 31, 8 * MIB);
+    echo_roundtrip(t.listen, 31, 8 * MIB);
     let took = start.elapsed();
     // And the status port still answers (the oldest lorises were dropped to make room).
     assert_eq!(http(addr(sh), "GET", "/healthy").0, 200);
     stop.store(true, Ordering::Relaxed);
     assert!(took < Duration::from_secs(20), "forwarding took {took:?}");
-}
-
-fn echo_roundtrip_len(listen: SocketAddr, seed: u64, len: usize) {
-    let c = connect(listen);
-    let mut w = c.try_clone().unwrap();
-    let writer = thread::spawn(move || {
-        send_stream(&mut w, seed, len).unwrap();
-        w.shutdown(std::net::Shutdown::Write).unwrap();
-    });
-    let mut r = c;
-    assert_eq!(expect_stream(&mut r, seed, len), Ok(len));
-    writer.join().unwrap();
 }
 
 /// The client's source address changes in the middle of a transfer (the relay is restarted
@@ -200,15 +188,8 @@ fn nat_rebinding_mid_transfer_is_survived() {
         |s| with_http(s, sh),
         |_| {},
     );
-    let c = connect(t.listen);
-    let mut w = c.try_clone().unwrap();
     let len = 16 * MIB;
-    let writer = thread::spawn(move || {
-        send_stream(&mut w, 41, len).unwrap();
-        w.shutdown(std::net::Shutdown::Write).unwrap();
-    });
-    let mut r = c;
-    let reader = thread::spawn(move || expect_stream(&mut r, 41, len));
+    let (writer, reader) = echo_in_background(t.listen, 41, len);
     // Let some data flow, then rebind.
     let t0 = Instant::now();
     while metric(addr(sh), "kcptun_tcp_bytes_total{direction=\"out\"}") < (2 * MIB) as f64 {
@@ -255,15 +236,8 @@ fn client_reopens_its_socket_after_silence_and_resumes() {
             c["linger"] = serde_json::json!(60);
         },
     );
-    let c = connect(t.listen);
-    let mut w = c.try_clone().unwrap();
     let len = 4 * MIB;
-    let writer = thread::spawn(move || {
-        send_stream(&mut w, 42, len).unwrap();
-        w.shutdown(std::net::Shutdown::Write).unwrap();
-    });
-    let mut r = c;
-    let reader = thread::spawn(move || expect_stream(&mut r, 42, len));
+    let (writer, reader) = echo_in_background(t.listen, 42, len);
     let t0 = Instant::now();
     while metric(addr(sh), "kcptun_tcp_bytes_total{direction=\"out\"}") < MIB as f64 {
         assert!(t0.elapsed() < Duration::from_secs(20));
@@ -367,7 +341,7 @@ fn privileges_are_dropped_after_binding() {
         );
     }
     // Still forwarding (the sockets were bound before the drop).
-    echo_roundtrip_len(t.listen, 51, MIB);
+    echo_roundtrip(t.listen, 51, MIB);
 }
 
 #[test]

@@ -188,11 +188,26 @@ pub fn tmpdir(tag: &str) -> PathBuf {
 /// Starts the binary with `config` (a JSON value), waiting until `ready` (a TCP address to
 /// connect to, or a UDP port to be bound) is up.
 pub fn start(name: &str, config: &serde_json::Value) -> Proc {
+    start_with(name, config, &[])
+}
+
+/// As [`start`], with the binary run under `wrapper` when it is not empty (e.g.
+/// `["prlimit", "--nofile=40", "--"]`).
+pub fn start_with(name: &str, config: &serde_json::Value, wrapper: &[&str]) -> Proc {
     let dir = tmpdir(name);
     let cfg = dir.join("config.json");
     std::fs::write(&cfg, serde_json::to_vec_pretty(config).unwrap()).unwrap();
     let log = dir.join("stderr.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_kcptun-rs"))
+    let bin = env!("CARGO_BIN_EXE_kcptun-rs");
+    let mut cmd = match wrapper.split_first() {
+        Some((prog, args)) => {
+            let mut c = Command::new(prog);
+            c.args(args).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let child = cmd
         .arg("-c")
         .arg(&cfg)
         .stdin(Stdio::null())
@@ -649,4 +664,31 @@ pub fn metric(addr: SocketAddr, series: &str) -> f64 {
         .find(|(s, _)| s == series)
         .unwrap_or_else(|| panic!("no {series} in\n{body}"))
         .1
+}
+
+/// Sends `len` bytes of stream `seed` through `addr` (an echo) and reads them back
+/// concurrently, half-closing after sending: (writer, reader). The reader's result is what
+/// [`expect_stream`] says of the echo.
+pub fn echo_in_background(
+    addr: SocketAddr,
+    seed: u64,
+    len: usize,
+) -> (JoinHandle<()>, JoinHandle<Result<usize, String>>) {
+    let c = connect(addr);
+    let mut w = c.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        send_stream(&mut w, seed, len).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut r = c;
+    let reader = thread::spawn(move || expect_stream(&mut r, seed, len));
+    (writer, reader)
+}
+
+/// [`echo_in_background`], waited for: panics with a precise message on any difference.
+pub fn echo_roundtrip(addr: SocketAddr, seed: u64, len: usize) {
+    let (writer, reader) = echo_in_background(addr, seed, len);
+    let got = reader.join().unwrap();
+    writer.join().unwrap();
+    assert_eq!(got, Ok(len), "echo of stream {seed}");
 }

@@ -4,11 +4,9 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::harness::{tmpdir, Proc, PSK};
+use crate::harness::{Proc, PSK};
 use kcptun::framing::{key_from_psk, Framer, Method};
 
 /// The counters of the last "stopped: ... counters: Stats { name: N, .. }" line of a log.
@@ -72,41 +70,7 @@ pub fn open_fds(pid: u32) -> usize {
 
 /// As [`start`], but the binary runs under `wrapper` (e.g. `["prlimit", "--nofile=40", "--"]`).
 pub fn start_wrapped(name: &str, config: &serde_json::Value, wrapper: &[&str]) -> Proc {
-    let dir = tmpdir(name);
-    let cfg = dir.join("config.json");
-    std::fs::write(&cfg, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-    let log = dir.join("stderr.log");
-    let (prog, args) = wrapper.split_first().expect("a wrapper command");
-    let child = Command::new(prog)
-        .args(args)
-        .arg(env!("CARGO_BIN_EXE_kcptun-rs"))
-        .arg("-c")
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start wrapped kcptun-rs");
-    let p = Proc {
-        child,
-        name: name.to_string(),
-        log,
-        config: cfg,
-    };
-    let t = Instant::now();
-    let want_tcp = config.get("listen").is_some();
-    loop {
-        let log = p.log_text();
-        if log.contains("udp socket on") && (!want_tcp || log.contains("listening on tcp")) {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{name} did not start:\n{log}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-    p
+    crate::harness::start_with(name, config, wrapper)
 }
 
 /// A framer with the harness key (xchacha20poly1305_ietf).
