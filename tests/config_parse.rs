@@ -55,9 +55,12 @@ fn defaults() {
             c.kcp.nodelay,
             c.kcp.interval
         ),
-        (1400, 256, 256, 1, 100)
+        (1400, 2048, 2048, 1, 100)
     );
-    assert_eq!((c.kcp.resend, c.kcp.nc, c.kcp.flush), (0, true, 1));
+    assert_eq!(
+        (c.kcp.resend, c.kcp.nc, c.kcp.flush, c.kcp.rc),
+        (0, true, 1, true)
+    );
     assert_eq!(
         (
             c.tcp.reuseport,
@@ -68,7 +71,15 @@ fn defaults() {
         ),
         (false, false, true, 0, 0)
     );
-    assert_eq!((c.udp.reuseport, c.udp.sndbuf, c.udp.rcvbuf), (false, 0, 0));
+    assert_eq!(
+        (
+            c.udp.reuseport,
+            c.udp.sndbuf,
+            c.udp.rcvbuf,
+            c.udp.peer_sockets
+        ),
+        (false, 0, 0, 64)
+    );
     assert_eq!(
         (c.timeout, c.linger, c.keepalive, c.time_wait),
         (600, 30, 25, 120)
@@ -200,7 +211,7 @@ fn kcp_config_mtu() {
     assert_eq!(c.kcp_config(false, 0).mtu, 1372);
     assert_eq!(
         (k.sndwnd, k.rcvwnd, k.nodelay, k.interval, k.resend, k.nc),
-        (256, 256, 1, 100, 0, true)
+        (2048, 2048, 1, 100, 0, true)
     );
     let c = parse(&with(
         server(),

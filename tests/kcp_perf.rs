@@ -68,19 +68,23 @@ fn profiles() -> Vec<Profile> {
     ]
 }
 
+/// kcptun-rs's defaults (config.rs): windows 2048, nodelay 1, interval 100, no fast resend.
 fn default_cfg(rc: bool) -> KcpConfig {
     KcpConfig {
         mtu: 1400 - 28 - 40,
+        sndwnd: 2048,
+        rcvwnd: 2048,
         rate_control: rc,
         dead_link: 1000,
         ..KcpConfig::default()
     }
 }
 
+/// The lab's fast3-like settings (bench/forwarders/kcptun-rs-fast3.json).
 fn fast3_cfg(rc: bool) -> KcpConfig {
     KcpConfig {
-        sndwnd: 1024,
-        rcvwnd: 1024,
+        sndwnd: 2048,
+        rcvwnd: 2048,
         interval: 10,
         resend: 2,
         ..default_cfg(rc)

@@ -9,7 +9,7 @@ use super::rate::{RateControl, TxStamp};
 use super::wire::{
     ByteOrder, InputError, SegmentHeader, CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, OVERHEAD,
 };
-use super::{KcpConfig, AUTO_RCV_WND};
+use super::KcpConfig;
 
 const RTO_NDL: u32 = 30;
 const RTO_MIN: u32 = 100;
@@ -33,9 +33,9 @@ const MAX_RECV_PAYLOAD: usize = 16 * 1024;
 /// reordering window later (RACK-like: time tells loss from reordering; see parse_fastack).
 /// 1 was measured worse on the simulated `bad` profile (10 % loss: 44 % vs 53 % of limit).
 const RC_FASTRESEND: u32 = 2;
-/// Rate control: the sequence-number span in flight never exceeds this (bounds `snd_buf`).
-const RC_SPAN_CAP: u32 = 16_384;
-/// Rate control: the send queue holds about one BDP, at least this many segments.
+/// Rate control: the send queue holds about one BDP, at least this many segments and at most
+/// half the send window (the session refills it every loop iteration, so it only has to
+/// bridge the gaps between refills; a larger one would only add memory).
 const RC_QUEUE_MIN: usize = 16;
 /// Rate control: a new tail segment at most this long, with at most this many segments
 /// unacknowledged, is sent twice (in two packets): interactive messages then survive a
@@ -249,12 +249,7 @@ impl Kcp {
             stats: KcpStats::default(),
         };
         kcp.set_nodelay(cfg.nodelay, cfg.interval, cfg.resend, cfg.nc);
-        let rcvwnd = if cfg.rate_control {
-            cfg.rcvwnd.max(AUTO_RCV_WND)
-        } else {
-            cfg.rcvwnd
-        };
-        kcp.set_wndsize(cfg.sndwnd, rcvwnd);
+        kcp.set_wndsize(cfg.sndwnd, cfg.rcvwnd);
         kcp.set_rto_max(cfg.rto_max);
         kcp.dead_link = if cfg.dead_link == 0 {
             20
@@ -390,7 +385,9 @@ impl Kcp {
     /// queue inside the tunnel short.
     fn queue_limit(&self) -> usize {
         match self.rc.as_ref().and_then(|rc| rc.bdp()) {
-            Some(bdp) => (bdp / self.mtu).clamp(RC_QUEUE_MIN, RC_SPAN_CAP as usize),
+            Some(bdp) => {
+                (bdp / self.mtu).clamp(RC_QUEUE_MIN, (self.snd_wnd as usize / 2).max(RC_QUEUE_MIN))
+            }
             None => self.snd_wnd as usize,
         }
     }
@@ -765,8 +762,9 @@ impl Kcp {
     /// How many segments may be in flight.
     fn send_window(&self) -> u32 {
         if self.rc.is_some() {
-            // The rate controller's byte cap limits the flight; this only bounds the span.
-            return self.rmt_wnd.min(RC_SPAN_CAP);
+            // The rate controller's byte cap (about two BDPs) limits the flight; the windows
+            // only bound the span, and with it the memory of `snd_buf`.
+            return self.rmt_wnd.min(self.snd_wnd);
         }
         let wnd = self.snd_wnd.min(self.rmt_wnd);
         if self.nocwnd {

@@ -50,17 +50,13 @@ pub struct KcpConfig {
     pub stream: bool,
     /// Sender-side rate control (on by default; wire-neutral): paces new data at the
     /// measured bottleneck rate, caps data in flight at about two bandwidth-delay products
-    /// (`sndwnd` and `nc` then no longer limit the flight, and the send queue holds about one
-    /// BDP), retransmits a segment once two sent a reordering window (min RTT / 4) after it are
-    /// acknowledged (RACK-like, instead of `resend`), probes a lost tail after 1.25 RTT
-    /// instead of waiting for the RTO, and sends a small tail segment twice. The receive window is raised to at least [`AUTO_RCV_WND`] so the
-    /// peer's flight is not capped below the path's BDP. Off = ikcp's behaviour exactly.
+    /// (`nc` then no longer matters; `sndwnd` and the peer's window still bound the span in
+    /// flight, and with it the memory), keeps the send queue near one BDP, retransmits a
+    /// segment once two sent a reordering window (min RTT / 4) after it are acknowledged
+    /// (RACK-like, instead of `resend`), probes a lost tail after 1.25 RTT instead of waiting
+    /// for the RTO, and sends a small tail segment twice. Off = ikcp's behaviour exactly.
     pub rate_control: bool,
 }
-
-/// The smallest receive window with `rate_control` (segments). Costs memory only while the
-/// peer actually has that much data out of order or unread.
-pub const AUTO_RCV_WND: u16 = 2048;
 
 impl Default for KcpConfig {
     fn default() -> Self {
