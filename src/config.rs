@@ -223,13 +223,27 @@ impl Default for TcpSettings {
 }
 
 /// `udp.*`: options of the UDP socket.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UdpSettings {
     pub reuseport: bool,
     /// SO_SNDBUF in bytes; 0 leaves the system default.
     pub sndbuf: u32,
     /// SO_RCVBUF in bytes; 0 leaves the system default.
     pub rcvbuf: u32,
+    /// kcptun-rs addition (server): at most this many peers get a UDP socket of their own,
+    /// so a flood of garbage at the port does not crowd out their datagrams. 0 = off.
+    pub peer_sockets: u32,
+}
+
+impl Default for UdpSettings {
+    fn default() -> Self {
+        UdpSettings {
+            reuseport: false,
+            sndbuf: 0,
+            rcvbuf: 0,
+            peer_sockets: 64,
+        }
+    }
 }
 
 /// A secret string: redacted in `Debug`, overwritten when dropped.
@@ -469,7 +483,7 @@ const KCP_KEYS: &[&str] = &[
     "mtu", "sndwnd", "rcvwnd", "nodelay", "interval", "resend", "nc", "flush", "rc",
 ];
 const TCP_KEYS: &[&str] = &["reuseport", "keepalive", "nodelay", "sndbuf", "rcvbuf"];
-const UDP_KEYS: &[&str] = &["reuseport", "sndbuf", "rcvbuf"];
+const UDP_KEYS: &[&str] = &["reuseport", "sndbuf", "rcvbuf", "peer_sockets"];
 /// kcptun-libev keys for features kcptun-rs leaves out.
 const UNSUPPORTED_KEYS: &[&str] = &["obfs", "rendezvous_server", "service_id"];
 
@@ -491,6 +505,7 @@ pub const RANGES: &[(&str, i64, i64)] = &[
     ("tcp.rcvbuf", 0, MAX_SOCKBUF),
     ("udp.sndbuf", 0, MAX_SOCKBUF),
     ("udp.rcvbuf", 0, MAX_SOCKBUF),
+    ("udp.peer_sockets", 0, 512),
     ("timeout", 60, 86400),
     ("linger", 5, 600),
     ("keepalive", 0, 600),
@@ -697,6 +712,7 @@ impl Config {
             udp.reuseport = s.bool("reuseport", udp.reuseport)?;
             udp.sndbuf = s.uint("sndbuf", udp.sndbuf)?;
             udp.rcvbuf = s.uint("rcvbuf", udp.rcvbuf)?;
+            udp.peer_sockets = s.uint("peer_sockets", udp.peer_sockets)?;
         }
 
         let timeout = top.uint("timeout", 600)?;

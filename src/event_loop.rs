@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::framing::{Framer, OpenError};
 use crate::http::{self, HttpServer, Step};
 use crate::kcp::{Kcp, KcpConfig, PathHint};
+use crate::peers::Peers;
 use crate::proto::Session0;
 use crate::report::{self, Row, Snapshot};
 use crate::session::{Close, Role, Session, State, Timeouts};
@@ -39,6 +40,8 @@ const LISTENER: Token = Token(2);
 const HTTP_LISTENER: Token = Token(3);
 /// HTTP client `i` uses token `HTTP_BASE + i`.
 const HTTP_BASE: usize = 64;
+/// Tokens of dedicated peer sockets: `PEER_BASE + i` (at most 512, config.rs).
+const PEER_BASE: usize = 128;
 /// Session slot `s` uses token `SESSION_BASE + s`.
 const SESSION_BASE: usize = 1024;
 
@@ -46,6 +49,11 @@ const SESSION_BASE: usize = 1024;
 const TIMER_PING: usize = 0;
 const TIMER_ACCEPT: usize = 1;
 const TIMER_SILENCE: usize = 2;
+/// Server: closes the sockets of peers gone silent.
+const TIMER_PEERS: usize = 3;
+/// Server: the main UDP socket's next turn while it is throttled.
+const TIMER_UDP: usize = 4;
+const PEER_SWEEP: Millis = 30_000;
 /// After the peer-silence time, a PING gets this long to be answered before the client
 /// resolves the server again and re-opens its socket.
 const SILENCE_PROBE: Millis = 3000;
@@ -62,6 +70,11 @@ const STATS_ROWS: usize = 1000;
 const BATCH: usize = 64;
 /// Batches of datagrams read per UDP wakeup before other sources get their turn.
 const UDP_ROUNDS: usize = 16;
+/// ... of the main UDP socket while peers have sockets of their own: what arrives there is
+/// then new peers, moved peers or a flood, and it must not starve the known peers' sockets.
+/// When its last batch was mostly unauthentic (a flood), it gets one batch per millisecond:
+/// 64,000 datagrams a second, a tenth of a core of AEAD checks at most.
+const CONTENDED_ROUNDS: usize = 1;
 /// Connections accepted per wakeup.
 const ACCEPT_CAP: usize = 64;
 /// How long accepting pauses after running out of file descriptors.
@@ -102,6 +115,8 @@ pub struct Settings {
     pub ping: Millis,
     pub max_sessions: usize,
     pub max_dials: usize,
+    /// Server: dedicated UDP sockets for at most this many peers (0 = off).
+    pub peer_sockets: usize,
     pub http_listen: Option<SocketAddr>,
     /// Client: nothing heard from the server for this long = unhealthy, and time to re-open
     /// the UDP socket (kcptun-libev: clamp(keepalive * 3 + 4, 10, 1800) s).
@@ -155,6 +170,7 @@ impl Settings {
             ping: secs(cfg.keepalive),
             max_sessions: cfg.max_sessions as usize,
             max_dials: cfg.max_dials as usize,
+            peer_sockets: cfg.udp.peer_sockets as usize,
             http_listen: addr(&cfg.http_listen),
             peer_silence: secs((cfg.keepalive * 3 + 4).clamp(10, 1800)),
             mode: cfg.mode.name(),
@@ -240,6 +256,8 @@ pub struct EventLoop {
     stopping: bool,
     /// The UDP reader stopped at its cap with datagrams possibly still queued.
     udp_again: bool,
+    /// Server under a flood: the ms of the main socket's last (throttled) batch.
+    udp_throttled_at: Option<Millis>,
     http: Option<HttpServer>,
     /// Time and counters of the previous `/stats` (for rates): (ms, udp stats, tcp rx, tcp tx).
     last_report: Option<(Millis, Stats, u64, u64)>,
@@ -257,6 +275,8 @@ pub struct EventLoop {
     /// What rate control learnt about each peer's path, for the next conversation with it:
     /// a fresh connection then starts near the path's rate instead of probing from zero.
     paths: HashMap<SocketAddr, PathHint>,
+    /// Server: sockets of their own for known peers (flood isolation).
+    peers: Peers,
 }
 
 /// At most one log line per `EVERY` for a condition that can recur many times a second (a
@@ -316,7 +336,19 @@ impl EventLoop {
             (true, Some(SocketAddr::V6(_))) => vec!["[::]:0".parse().unwrap()],
             (true, _) => vec!["0.0.0.0:0".parse().unwrap()],
         };
-        let mut udp = first_ok(&binds, |a| sys::udp_bind(a, &st.udp_opts), "udp bind")?;
+        // A server gives known peers sockets of their own (peers.rs): its main socket then
+        // joins a SO_REUSEPORT group.
+        let peer_cap = if st.kcp_connect.is_none() {
+            st.peer_sockets
+        } else {
+            0
+        };
+        let mut udp = first_ok(
+            &binds,
+            |a| bind_main_udp(a, &st.udp_opts, peer_cap > 0),
+            "udp bind",
+        )?;
+        let peers = Peers::new(peer_cap, PEER_BASE, udp.local_addr()?, st.udp_opts.clone());
         let udp_binds = binds;
         let (snd, rcv) = sys::buffer_sizes(udp.as_raw_fd());
         info!(
@@ -389,6 +421,7 @@ impl EventLoop {
             last_server_rx: 0,
             stopping: false,
             udp_again: false,
+            udp_throttled_at: None,
             http,
             last_report: None,
             ping_rtt: None,
@@ -399,6 +432,7 @@ impl EventLoop {
             accept_again: false,
             throttle: Throttles::default(),
             paths: HashMap::new(),
+            peers,
         })
     }
 
@@ -436,7 +470,11 @@ impl EventLoop {
                 .set(TIMER_SILENCE, self.now + self.st.peer_silence);
         }
         while !self.stopping {
-            let timeout = if !self.again.is_empty() || self.udp_again || self.accept_again {
+            let timeout = if !self.again.is_empty()
+                || self.udp_again
+                || self.accept_again
+                || self.peers.any_again()
+            {
                 Some(Duration::ZERO)
             } else {
                 self.timers.peek().map(|(at, _)| {
@@ -451,6 +489,12 @@ impl EventLoop {
                 return Err(e);
             }
             self.tick_clock();
+            // Known peers first: their sockets hold only their own datagrams.
+            for i in 0..self.peers.slots() {
+                if self.peers.take_again(i) {
+                    self.on_peer_udp(i);
+                }
+            }
             if std::mem::take(&mut self.udp_again) {
                 self.on_udp();
             }
@@ -465,6 +509,11 @@ impl EventLoop {
                     HTTP_LISTENER => self.on_http_accept(),
                     Token(t) if (HTTP_BASE..HTTP_BASE + http::MAX_CLIENTS).contains(&t) => {
                         self.on_http(t - HTTP_BASE)
+                    }
+                    Token(t) if (PEER_BASE..SESSION_BASE).contains(&t) => {
+                        if let Some(i) = self.peers.slot_of(Token(t)) {
+                            self.on_peer_udp(i);
+                        }
                     }
                     Token(t) if t >= SESSION_BASE => {
                         // An error or hang-up shows itself on the next read or write.
@@ -493,34 +542,94 @@ impl EventLoop {
 
     // ----- UDP input -----
 
+    /// The main socket: everything from peers without a socket of their own.
     fn on_udp(&mut self) {
+        if self.peers.is_empty() {
+            self.udp_throttled_at = None;
+        }
+        if let Some(at) = self.udp_throttled_at {
+            if at == self.now {
+                // This millisecond's batch is spent: come back at the next one.
+                if self.timers.get(TIMER_UDP).is_none() {
+                    self.timers.set(TIMER_UDP, self.now + 1);
+                }
+                return;
+            }
+        }
+        let rounds = if self.peers.is_empty() {
+            UDP_ROUNDS
+        } else {
+            CONTENDED_ROUNDS
+        };
+        let fd = self.out.udp.as_raw_fd();
+        let (got, authentic, more) = self.read_udp(fd, None, rounds);
+        if !self.peers.is_empty() && more && authentic * 4 < got {
+            // A full batch of mostly garbage while known peers are served: a flood.
+            self.udp_throttled_at = Some(self.now);
+            self.timers.set(TIMER_UDP, self.now + 1);
+        } else {
+            self.udp_throttled_at = None;
+            self.udp_again = more;
+        }
+    }
+
+    /// A known peer's own socket.
+    fn on_peer_udp(&mut self, i: usize) {
+        let Some(fd) = self.peers.fd(i) else { return };
+        let (got, _, more) = self.read_udp(fd, Some(i), UDP_ROUNDS);
+        self.peers.after_read(i, got, more, self.now);
+    }
+
+    /// Reads and dispatches up to `rounds` batches from `fd`; returns how many datagrams
+    /// arrived, how many of them authenticated, and whether the last batch was full
+    /// (edge-triggered: more may be queued, so the caller comes back next iteration rather
+    /// than wait for an edge that may never come).
+    fn read_udp(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        peer: Option<usize>,
+        rounds: usize,
+    ) -> (usize, usize, bool) {
         // The receive batch is moved out while its datagrams are dispatched, so that the
         // packet handlers can borrow the loop; a zero-slot batch allocates nothing.
         let mut rx = std::mem::replace(&mut self.rx, Batch::new(0));
-        // Edge-triggered: unless a read ends in WouldBlock (a short batch), come back next
-        // iteration rather than wait for an edge that may never come.
-        self.udp_again = true;
-        for _ in 0..UDP_ROUNDS {
-            let n = match rx.recv_from(self.out.udp.as_raw_fd()) {
+        let mut got = 0;
+        let mut authentic = 0;
+        let mut more = true;
+        for _ in 0..rounds {
+            let n = match rx.recv_from(fd) {
                 Ok(0) => {
-                    self.udp_again = false;
+                    more = false;
                     break;
                 }
                 Ok(n) => n,
                 Err(e) => {
-                    self.udp_again = false;
+                    more = false;
                     self.out.stats.udp_rx_errors += 1;
                     debug!("udp receive: {e}");
                     break;
                 }
             };
+            got += n;
             for i in 0..n {
                 let (buf, from) = rx.received(i);
                 let Some(from) = from else { continue };
                 self.out.stats.udp_rx_datagrams += 1;
                 self.out.stats.udp_rx_bytes += buf.len() as u64;
                 match self.out.framer.open(buf) {
-                    Ok(plain) => self.on_packet(&buf[..plain], from),
+                    Ok(plain) => {
+                        authentic += 1;
+                        if peer.is_none() {
+                            // Authentic: the sender holds the key.
+                            if self.peers.ensure(from, self.now, self.poll.registry()) {
+                                self.out.stats.peer_sockets_opened += 1;
+                                if self.timers.get(TIMER_PEERS).is_none() {
+                                    self.timers.set(TIMER_PEERS, self.now + PEER_SWEEP);
+                                }
+                            }
+                        }
+                        self.on_packet(&buf[..plain], from)
+                    }
                     Err(e) => {
                         match e {
                             OpenError::Length => self.out.stats.drop_short += 1,
@@ -532,11 +641,12 @@ impl EventLoop {
                 }
             }
             if n < rx.capacity() {
-                self.udp_again = false;
+                more = false;
                 break;
             }
         }
         self.rx = rx;
+        (got, authentic, more)
     }
 
     fn on_packet(&mut self, p: &[u8], from: SocketAddr) {
@@ -1141,6 +1251,7 @@ impl EventLoop {
             open,
             time_wait,
             pending_dials: self.pending_dials,
+            peer_sockets: self.peers.len(),
             server_silence_ms: self
                 .st
                 .kcp_connect
@@ -1168,6 +1279,13 @@ impl EventLoop {
                     self.on_accept();
                 }
                 TIMER_SILENCE => self.on_silence_timer(),
+                TIMER_UDP => self.on_udp(),
+                TIMER_PEERS => {
+                    self.peers.sweep(self.now, self.poll.registry());
+                    if !self.peers.is_empty() {
+                        self.timers.set(TIMER_PEERS, self.now + PEER_SWEEP);
+                    }
+                }
                 k if k < TIMER_BASE => {
                     if let Some(h) = self.http.as_mut() {
                         h.expire(self.poll.registry(), k - TIMER_HTTP_BASE, self.now);
@@ -1541,6 +1659,23 @@ fn is_conversation_start(p: &[u8]) -> bool {
 }
 
 /// Binds the first address that works; the error names the last address tried.
+/// The main UDP socket. With peer sockets it joins a `SO_REUSEPORT` group, which would also
+/// let another process share the port unnoticed; a plain bind first makes sure the port is
+/// free (unless the operator asked for `udp.reuseport`).
+fn bind_main_udp(addr: &SocketAddr, opts: &SockOpts, group: bool) -> io::Result<UdpSocket> {
+    if !group || opts.reuseport {
+        return sys::udp_bind(addr, opts);
+    }
+    let probe = sys::udp_bind(addr, opts)?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    let opts = SockOpts {
+        reuseport: true,
+        ..opts.clone()
+    };
+    sys::udp_bind(&addr, &opts)
+}
+
 fn first_ok<T>(
     addrs: &[SocketAddr],
     f: impl Fn(&SocketAddr) -> io::Result<T>,

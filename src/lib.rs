@@ -22,6 +22,7 @@ pub mod framing;
 pub mod http;
 pub mod kcp;
 pub mod logging;
+pub mod peers;
 pub mod proto;
 pub mod report;
 pub mod session;

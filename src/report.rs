@@ -33,6 +33,8 @@ pub struct Snapshot<'a> {
     pub open: usize,
     pub time_wait: usize,
     pub pending_dials: usize,
+    /// Server: peers with a UDP socket of their own.
+    pub peer_sockets: usize,
     /// Client: ms since the server was last heard from, and the last PING round trip.
     pub server_silence_ms: Option<u64>,
     pub ping_rtt_ms: Option<u32>,
@@ -223,6 +225,18 @@ pub fn prometheus(s: &Snapshot) -> String {
         &[("", s.pending_dials as f64)],
     );
     metric(
+        "udp_peer_sockets",
+        "gauge",
+        "Peers with a UDP socket of their own (flood isolation).",
+        &[("", s.peer_sockets as f64)],
+    );
+    metric(
+        "udp_peer_sockets_opened_total",
+        "counter",
+        "UDP sockets opened for peers since start.",
+        &[("", f(st.peer_sockets_opened))],
+    );
+    metric(
         "conversations_opened_total",
         "counter",
         "Conversations opened since start.",
@@ -371,6 +385,7 @@ mod tests {
             open: 2,
             time_wait: 1,
             pending_dials: 0,
+            peer_sockets: 0,
             server_silence_ms: Some(400),
             ping_rtt_ms: Some(52),
             rows: vec![Row {

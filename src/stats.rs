@@ -41,6 +41,8 @@ pub struct Stats {
     /// because the conversation had moved less than a second before.
     pub peer_moves: u64,
     pub moves_refused: u64,
+    /// Server: UDP sockets opened for known peers (flood isolation, peers.rs).
+    pub peer_sockets_opened: u64,
     /// Client: UDP socket re-opened after the server went silent.
     pub udp_reopens: u64,
     /// TCP payload bytes of closed sessions (live ones keep their own until they close).

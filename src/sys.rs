@@ -342,6 +342,10 @@ fn bind(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
 
 /// A non-blocking UDP socket bound to `addr` with `opts` applied before the bind.
 pub fn udp_bind(addr: &SocketAddr, opts: &SockOpts) -> io::Result<mio::net::UdpSocket> {
+    Ok(mio::net::UdpSocket::from_std(udp_socket(addr, opts)?))
+}
+
+fn udp_socket(addr: &SocketAddr, opts: &SockOpts) -> io::Result<std::net::UdpSocket> {
     let fd = new_socket(addr, libc::SOCK_DGRAM)?;
     if let SocketAddr::V6(_) = addr {
         // Accept IPv4-mapped peers on `[::]`, as kcptun-libev does on a dual-stack host.
@@ -349,7 +353,25 @@ pub fn udp_bind(addr: &SocketAddr, opts: &SockOpts) -> io::Result<mio::net::UdpS
     }
     apply_opts(fd.as_raw_fd(), opts)?;
     bind(fd.as_raw_fd(), addr)?;
-    Ok(mio::net::UdpSocket::from_std(std::net::UdpSocket::from(fd)))
+    Ok(std::net::UdpSocket::from(fd))
+}
+
+/// A non-blocking UDP socket for one peer: bound to `local` (the main socket's address) in
+/// its `SO_REUSEPORT` group and connected to `peer`. Linux then delivers `peer`'s datagrams to
+/// it rather than to the main socket (a connected socket's lookup score is higher), so they
+/// queue apart from whatever else floods the port.
+pub fn udp_peer_socket(
+    local: &SocketAddr,
+    peer: &SocketAddr,
+    opts: &SockOpts,
+) -> io::Result<mio::net::UdpSocket> {
+    let opts = SockOpts {
+        reuseport: true,
+        ..opts.clone()
+    };
+    let sock = udp_socket(local, &opts)?;
+    sock.connect(peer)?;
+    Ok(mio::net::UdpSocket::from_std(sock))
 }
 
 /// A non-blocking TCP listener on `addr`, with `SO_REUSEADDR` (and `SO_REUSEPORT` if asked).
