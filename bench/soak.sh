@@ -6,7 +6,12 @@
 # a summary; exits non-zero on any failed connection.
 #   bench/soak.sh                 # one hour
 #   SOAK_SECS=600 bench/soak.sh   # ten minutes
+#   bench/soak.sh --lab [CONFIG]  # through the real netlab emulator instead: bench/soak_lab.sh
 set -eu
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = --lab ]; then
+  shift
+  exec bench/soak_lab.sh "$@"
+fi
 export SOAK_SECS=${SOAK_SECS:-3600} SOAK_WORKERS=${SOAK_WORKERS:-50}
 exec nice -n 10 cargo test --release --test faults_soak -- --ignored --nocapture

@@ -3,12 +3,16 @@
 //! impairment (2% loss each way, 50 ms one-way delay; the 50 Mbit/s rate limit is not
 //! emulated), each transfers a random size both ways through an echo target and checks every
 //! byte, closes, and starts again. Reports connections, bytes, failures and RSS over time.
+//!
+//! External mode (`bench/soak_lab.sh`, the real netlab `lossy` link): with `SOAK_LISTEN` set
+//! the test builds no relay tunnel and drives an already running client at that address;
+//! `SOAK_CLIENT_PID` and `SOAK_SERVER_PID` name the processes whose RSS it reports.
 
 mod harness;
 mod hostile_common;
 
 use std::io::Write;
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -28,19 +32,35 @@ fn soak_lossy_50_connections() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let lossy = Impair {
-        loss: 0.02,
-        delay: Duration::from_millis(50),
-        ..Impair::default()
+    let env_pid = |k: &str| -> u32 {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{k} must be a PID when SOAK_LISTEN is set"))
     };
-    let echo = echo_server();
-    let t = tunnel_with(echo.addr, lossy.clone(), lossy, 0x50a4, |_| {}, |_| {});
-    let (cpid, spid) = (t.client.pid(), t.server.pid());
+    // The relay tunnel lives as long as the test: its processes are killed on drop.
+    let (t, listen, cpid, spid) = match std::env::var("SOAK_LISTEN") {
+        Ok(addr) => {
+            let listen: std::net::SocketAddr = addr.parse().expect("SOAK_LISTEN: host:port");
+            let (cpid, spid) = (env_pid("SOAK_CLIENT_PID"), env_pid("SOAK_SERVER_PID"));
+            (None, listen, cpid, spid)
+        }
+        Err(_) => {
+            let lossy = Impair {
+                loss: 0.02,
+                delay: Duration::from_millis(50),
+                ..Impair::default()
+            };
+            let echo = echo_server();
+            let t = tunnel_with(echo.addr, lossy.clone(), lossy, 0x50a4, |_| {}, |_| {});
+            let (listen, cpid, spid) = (t.listen, t.client.pid(), t.server.pid());
+            (Some(t), listen, cpid, spid)
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let conns = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
-    let listen = t.listen;
     let handles: Vec<_> = (0..workers)
         .map(|w| {
             let (stop, conns, bytes, failures) =
@@ -56,7 +76,13 @@ fn soak_lossy_50_connections() {
                     let seed = (w << 32) | i;
                     i += 1;
                     let r = (|| -> Result<(), String> {
-                        let c = connect(listen);
+                        // A refused or timed-out connect is a failure, not a panic that
+                        // silently takes a worker out of the soak.
+                        let c = TcpStream::connect_timeout(&listen, Duration::from_secs(10))
+                            .map_err(|e| format!("connect: {e}"))?;
+                        c.set_read_timeout(Some(Duration::from_secs(60)))
+                            .and_then(|_| c.set_write_timeout(Some(Duration::from_secs(60))))
+                            .map_err(|e| e.to_string())?;
                         let mut wr = c.try_clone().map_err(|e| e.to_string())?;
                         let writer = thread::spawn(move || {
                             let r = send_stream(&mut wr, seed, len);
@@ -114,12 +140,15 @@ fn soak_lossy_50_connections() {
         bytes.load(Ordering::Relaxed),
         failures.load(Ordering::Relaxed),
     );
+    let relay = t.as_ref().map_or(String::new(), |t| {
+        let dropped = t.relay.counters.dropped.load(Ordering::Relaxed);
+        format!("; relay dropped {dropped} datagrams")
+    });
     eprintln!(
         "soak done: {secs} s, {workers} workers, {c} connections, {b} bytes checked, {f} \
-         failures; RSS KiB client {} server {} at the end; relay dropped {} datagrams",
+         failures; RSS KiB client {} server {} at the end{relay}",
         rss_kib(cpid),
         rss_kib(spid),
-        t.relay.counters.dropped.load(Ordering::Relaxed)
     );
     assert_eq!(f, 0, "failed connections");
     assert!(c > 0);
