@@ -506,6 +506,9 @@ impl Session {
             drop(tcp);
         }
         self.pending = Vec::new();
+        // TIME_WAIT only answers late packets; with 2048-segment windows the buffers of a
+        // busy past can be megabytes, and nothing would flush (and trim) them before expiry.
+        self.kcp.release_memory();
         self.state = State::TimeWait { reset };
         self.closed_at = now;
         self.dialing = false;

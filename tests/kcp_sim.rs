@@ -28,10 +28,26 @@ fn random_config(rng: &mut Rng) -> KcpConfig {
     }
 }
 
-fn assert_idle(k: &Kcp, now: u32) {
+fn assert_idle(k: &mut Kcp, now: u32) {
     assert!(k.is_idle(), "not idle: {k:?}");
     assert_eq!(k.waitsnd(), 0);
     assert_eq!(k.peek_size(), 0);
+    // After a burst an idle engine wants one wakeup, within a second, to give its free
+    // buffers back; it sends nothing then, and wants none after.
+    let trim = k.check(now);
+    let wait = trim.wrapping_sub(now);
+    if wait != IDLE_CHECK {
+        assert!(wait <= 1000, "idle engine wants a wakeup in {wait} ms");
+        let mut sent = 0;
+        k.update(trim, |_| sent += 1);
+        assert_eq!(sent, 0, "the trim wakeup sent packets");
+        assert!(
+            k.heap_bytes() < 16_384,
+            "{} B after the trim",
+            k.heap_bytes()
+        );
+    }
+    let now = if wait != IDLE_CHECK { trim } else { now };
     assert_eq!(
         k.check(now),
         now.wrapping_add(IDLE_CHECK),
@@ -65,8 +81,8 @@ fn seed_sweep_bidirectional() {
             run(&mut sa, &mut sb, &mut ab, &mut ba, base, seed, 3_600_000)
         };
         let now = base.wrapping_add(out.end as u32);
-        assert_idle(&a, now);
-        assert_idle(&b, now);
+        assert_idle(&mut a, now);
+        assert_idle(&mut b, now);
         assert!(!a.is_dead() && !b.is_dead());
     }
 }

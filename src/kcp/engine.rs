@@ -1008,10 +1008,37 @@ impl Kcp {
     }
 
     /// Gives memory back after a burst: an idle conversation keeps a few buffers only.
+    /// Heap bytes this engine holds (payload buffers and queue capacity), for memory
+    /// accounting and tests.
+    pub fn heap_bytes(&self) -> usize {
+        let seg = std::mem::size_of::<Segment>();
+        let queued = |q: &VecDeque<Segment>| {
+            q.capacity() * seg + q.iter().map(|s| s.data.capacity()).sum::<usize>()
+        };
+        queued(&self.snd_queue)
+            + queued(&self.snd_buf)
+            + queued(&self.rcv_buf)
+            + queued(&self.rcv_queue)
+            + self.pool.iter().map(Vec::capacity).sum::<usize>()
+            + self.pool.capacity() * std::mem::size_of::<Vec<u8>>()
+            + self.acklist.capacity() * 8
+            + self.buffer.capacity()
+    }
+
+    /// Gives back the memory a busy past left behind (free payload buffers, queue capacity)
+    /// at once: for a conversation that is over but lingers to answer late packets.
+    pub fn release_memory(&mut self) {
+        self.trim(0);
+    }
+
     fn trim_idle(&mut self) {
+        self.trim(POOL_IDLE_KEEP);
+    }
+
+    fn trim(&mut self, keep: usize) {
         self.busy_at = self.current;
-        if self.pool.len() > POOL_IDLE_KEEP {
-            self.pool.truncate(POOL_IDLE_KEEP);
+        if self.pool.len() > keep {
+            self.pool.truncate(keep);
             self.pool.shrink_to_fit();
         }
         self.snd_buf.shrink_to(8);
@@ -1034,8 +1061,9 @@ impl Kcp {
     }
 
     /// Absolute time (wrapping ms) at which `update`/`flush` is next needed: `now` when
-    /// something is due, else the earliest retransmission or probe deadline, else
-    /// `now + IDLE_CHECK` (idle costs no wakeups).
+    /// something is due, else the earliest retransmission or probe deadline (or, once after
+    /// a burst, the moment to give free buffers back), else `now + IDLE_CHECK` (idle costs
+    /// no wakeups).
     pub fn check(&self, now: u32) -> u32 {
         if !self.acklist.is_empty() || self.probe != 0 {
             return now;
@@ -1065,6 +1093,18 @@ impl Kcp {
             }
         }
         if let Some(at) = self.tlp_deadline() {
+            if diff(at, deadline) < 0 {
+                deadline = at;
+            }
+        }
+        if self.pool.len() > POOL_IDLE_KEEP {
+            // One wakeup a quiet second after a burst, so the flush there gives the free
+            // buffers back (an idle conversation would otherwise keep them until its next
+            // packet, minutes away).
+            let mut at = self.busy_at.wrapping_add(TRIM_AFTER);
+            if diff(at, now) < 0 {
+                at = now;
+            }
             if diff(at, deadline) < 0 {
                 deadline = at;
             }

@@ -130,6 +130,53 @@ fn exchange(a: &mut Kcp, b: &mut Kcp, start: u32, mut drop: impl FnMut(usize) ->
 
 // ============================================================================ send / recv
 
+/// A conversation that is over gives its buffers back at once (TIME_WAIT keeps the engine
+/// to answer late packets; with 2048-segment windows a busy past can be megabytes).
+#[test]
+fn release_memory_after_a_bulk_transfer() {
+    let cfg = KcpConfig {
+        sndwnd: 2048,
+        rcvwnd: 2048,
+        ..KcpConfig::default()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    let mut b = Kcp::new(CONV, &cfg);
+    let data: Vec<u8> = (0..4_000_000u32).map(|i| (i * 7) as u8).collect();
+    let mut off = 0;
+    while off < data.len() {
+        let n = a.send(&data[off..]);
+        if n == 0 {
+            break;
+        }
+        off += n;
+    }
+    let got = exchange(&mut a, &mut b, 0, |n| n % 50 == 0);
+    assert_eq!(got, &data[..off]);
+    assert!(off > 1_000_000, "only {off} bytes queued");
+    let (before_a, before_b) = (a.heap_bytes(), b.heap_bytes());
+    assert!(before_a > 500_000, "sender holds {before_a} B");
+    a.release_memory();
+    b.release_memory();
+    assert!(
+        a.heap_bytes() < 8_192,
+        "sender still holds {} B",
+        a.heap_bytes()
+    );
+    assert!(
+        b.heap_bytes() < 8_192,
+        "receiver still holds {} B",
+        b.heap_bytes()
+    );
+    eprintln!(
+        "heap: sender {before_a} -> {} B, receiver {before_b} -> {} B",
+        a.heap_bytes(),
+        b.heap_bytes()
+    );
+    // Still a working engine: more data goes through.
+    assert_eq!(a.send(b"after"), 5);
+    assert_eq!(exchange(&mut a, &mut b, 1_000_000, |_| false), b"after");
+}
+
 #[test]
 fn roundtrip_and_partial_recv() {
     let mut a = Kcp::new(CONV, &small());
