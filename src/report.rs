@@ -318,7 +318,7 @@ pub fn prometheus(s: &Snapshot) -> String {
     metric(
         "kcp_segments_sent_total",
         "counter",
-        "KCP data segments sent, retransmissions included.",
+        "KCP data segments sent for the first time (retransmissions are counted apart).",
         &[("", f(s.kcp.segs_sent))],
     );
     metric(
