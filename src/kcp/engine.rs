@@ -931,7 +931,15 @@ impl Kcp {
                     1 => seg.rto / 2,
                     _ => rto / 2,
                 };
-                seg.rto = seg.rto.saturating_add(step).min(SEG_RTO_CAP);
+                // With rate control the pacer, not the timer, bounds the sending rate, so
+                // a segment's backoff stops at the RTO bound: a conversation whose
+                // retransmissions met a few full queues must not starve for minutes.
+                let cap = if self.rc.is_some() {
+                    self.rto_max
+                } else {
+                    SEG_RTO_CAP
+                };
+                seg.rto = seg.rto.saturating_add(step).min(cap);
                 seg.resendts = now.wrapping_add(seg.rto);
                 lost = true;
                 self.stats.retrans_timeout += 1;

@@ -398,6 +398,61 @@ fn dead_link_after_xmit_limit() {
     assert!(a.is_dead());
 }
 
+/// With rate control a segment's timer backs off only up to the RTO bound (`rto_max`): a
+/// conversation whose retransmissions met a few full queues keeps trying every few seconds
+/// instead of going quiet for minutes (seen as starved connections among 1,000 active ones).
+#[test]
+fn rate_control_backoff_stops_at_rto_max() {
+    let cfg = KcpConfig {
+        rate_control: true,
+        rto_max: 4000,
+        dead_link: 1000,
+        ..KcpConfig::default()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    a.send(b"lost forever");
+    let mut sent_at = Vec::new();
+    let mut now = 0u32;
+    for _ in 0..200 {
+        let pkts = update(&mut a, now);
+        if pushes(&pkts).contains(&0) {
+            sent_at.push(now);
+        }
+        now = a.check(now).max(now + 1);
+        if now > 120_000 {
+            break;
+        }
+    }
+    let gaps: Vec<u32> = sent_at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.len() >= 25,
+        "only {} retransmissions in 120 s: {gaps:?}",
+        gaps.len()
+    );
+    assert!(
+        gaps.iter().all(|&g| g <= 4000),
+        "a gap beyond rto_max: {gaps:?}"
+    );
+    // The classic engine backs off past it (ikcp; capped at 120 s only).
+    let mut b = Kcp::new(
+        CONV,
+        &KcpConfig {
+            rate_control: false,
+            ..cfg
+        },
+    );
+    b.send(b"lost forever");
+    let (mut now, mut last, mut widest) = (0u32, 0u32, 0u32);
+    while now < 120_000 {
+        if pushes(&update(&mut b, now)).contains(&0) {
+            widest = widest.max(now - last);
+            last = now;
+        }
+        now = b.check(now).max(now + 1);
+    }
+    assert!(widest > 4000, "classic backoff stopped at {widest} ms");
+}
+
 // ======================================================================= fast retransmit
 
 #[test]
