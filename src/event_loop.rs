@@ -1549,7 +1549,11 @@ impl EventLoop {
         }
         match why {
             Close::Done => {}
-            Close::Timeout(what) => debug!("conv {:#010x}: {what}", sess.conv),
+            Close::Timeout(what) => debug!(
+                "conv {:#010x}: {what} (kcp: {})",
+                sess.conv,
+                sess.kcp.describe()
+            ),
             _ => debug!("conv {:#010x}: closing: {why:?}", sess.conv),
         }
         let (conv, peer) = (sess.conv, sess.peer);

@@ -321,6 +321,49 @@ impl Kcp {
             .map(|rc| (rc.bw(), rc.min_rtt(), rc.cwnd(), rc.inflight()))
     }
 
+    /// One line of sender state for a log (why is this conversation stuck?): sequence
+    /// numbers, queues, windows, timers, the oldest unacknowledged segment, rate control.
+    pub fn describe(&self) -> String {
+        let oldest = self.snd_buf.iter().find(|s| !s.acked).map_or_else(
+            || "none".to_string(),
+            |s| {
+                format!(
+                    "sn {} xmit {} rto {} resend in {} ms",
+                    s.sn,
+                    s.xmit,
+                    s.rto,
+                    diff(s.resendts, self.current)
+                )
+            },
+        );
+        let rc = self.rc.as_ref().map_or_else(
+            || "off".to_string(),
+            |rc| {
+                format!(
+                    "bw {:.1} B/ms min_rtt {:?} cwnd {} B inflight {} B",
+                    rc.bw(),
+                    rc.min_rtt(),
+                    rc.cwnd(),
+                    rc.inflight()
+                )
+            },
+        );
+        format!(
+            "una {} nxt {} rcv_nxt {} queue {} flight {} rcv_buf {} rcv_queue {} rmt_wnd {} \
+             srtt {} rto {}; oldest unacked: {oldest}; rc: {rc}",
+            self.snd_una,
+            self.snd_nxt,
+            self.rcv_nxt,
+            self.snd_queue.len(),
+            self.nsnd_buf,
+            self.rcv_buf.len(),
+            self.rcv_queue.len(),
+            self.rmt_wnd,
+            self.rx_srtt,
+            self.rx_rto
+        )
+    }
+
     /// What rate control learnt about the path (bandwidth, minimum RTT), for
     /// [`Kcp::seed_path`] of the next conversation with the same peer. `None` before it knows.
     pub fn path_hint(&self) -> Option<PathHint> {
