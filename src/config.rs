@@ -233,6 +233,9 @@ pub struct UdpSettings {
     /// kcptun-rs addition (server): at most this many peers get a UDP socket of their own,
     /// so a flood of garbage at the port does not crowd out their datagrams. 0 = off.
     pub peer_sockets: u32,
+    /// kcptun-rs addition: send runs of equal datagrams with UDP GSO (`UDP_SEGMENT`), falling
+    /// back by itself where the kernel refuses it.
+    pub gso: bool,
 }
 
 impl Default for UdpSettings {
@@ -242,6 +245,7 @@ impl Default for UdpSettings {
             sndbuf: 0,
             rcvbuf: 0,
             peer_sockets: 64,
+            gso: true,
         }
     }
 }
@@ -483,7 +487,7 @@ const KCP_KEYS: &[&str] = &[
     "mtu", "sndwnd", "rcvwnd", "nodelay", "interval", "resend", "nc", "flush", "rc",
 ];
 const TCP_KEYS: &[&str] = &["reuseport", "keepalive", "nodelay", "sndbuf", "rcvbuf"];
-const UDP_KEYS: &[&str] = &["reuseport", "sndbuf", "rcvbuf", "peer_sockets"];
+const UDP_KEYS: &[&str] = &["reuseport", "sndbuf", "rcvbuf", "peer_sockets", "gso"];
 /// kcptun-libev keys for features kcptun-rs leaves out.
 const UNSUPPORTED_KEYS: &[&str] = &["obfs", "rendezvous_server", "service_id"];
 
@@ -713,6 +717,7 @@ impl Config {
             udp.sndbuf = s.uint("sndbuf", udp.sndbuf)?;
             udp.rcvbuf = s.uint("rcvbuf", udp.rcvbuf)?;
             udp.peer_sockets = s.uint("peer_sockets", udp.peer_sockets)?;
+            udp.gso = s.bool("gso", udp.gso)?;
         }
 
         let timeout = top.uint("timeout", 600)?;

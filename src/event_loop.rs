@@ -117,6 +117,7 @@ pub struct Settings {
     pub max_dials: usize,
     /// Server: dedicated UDP sockets for at most this many peers (0 = off).
     pub peer_sockets: usize,
+    pub udp_gso: bool,
     pub http_listen: Option<SocketAddr>,
     /// Client: nothing heard from the server for this long = unhealthy, and time to re-open
     /// the UDP socket (kcptun-libev: clamp(keepalive * 3 + 4, 10, 1800) s).
@@ -171,6 +172,7 @@ impl Settings {
             max_sessions: cfg.max_sessions as usize,
             max_dials: cfg.max_dials as usize,
             peer_sockets: cfg.udp.peer_sockets as usize,
+            udp_gso: cfg.udp.gso,
             http_listen: addr(&cfg.http_listen),
             peer_silence: secs((cfg.keepalive * 3 + 4).clamp(10, 1800)),
             mode: cfg.mode.name(),
@@ -182,6 +184,8 @@ impl Settings {
 /// needs, kept apart from the session slab so both can be borrowed at once.
 struct Output {
     udp: UdpSocket,
+    /// Send with UDP GSO; cleared for good when the kernel refuses it.
+    gso: bool,
     framer: Framer,
     tx: Batch,
     stats: Stats,
@@ -216,7 +220,19 @@ impl Output {
         if queued == 0 {
             return;
         }
-        let (sent, err) = self.tx.send_to(self.udp.as_raw_fd());
+        let fd = self.udp.as_raw_fd();
+        let (sent, err) = if self.gso {
+            self.tx.send_gso(fd)
+        } else {
+            self.tx.send_to(fd)
+        };
+        if std::mem::take(&mut self.tx.gso_refused) {
+            self.gso = false;
+            info!(
+                "udp: the kernel refused GSO ({}); sending datagrams one by one",
+                err.as_ref().map_or_else(String::new, |e| e.to_string())
+            );
+        }
         self.stats.udp_tx_dropped += (queued - sent) as u64;
         if let Some(e) = err {
             self.stats.udp_tx_errors += 1;
@@ -392,6 +408,7 @@ impl EventLoop {
             poll,
             out: Output {
                 udp,
+                gso: st.udp_gso,
                 framer,
                 tx: Batch::new(BATCH),
                 stats: Stats::default(),

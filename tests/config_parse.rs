@@ -76,9 +76,10 @@ fn defaults() {
             c.udp.reuseport,
             c.udp.sndbuf,
             c.udp.rcvbuf,
-            c.udp.peer_sockets
+            c.udp.peer_sockets,
+            c.udp.gso
         ),
-        (false, 0, 0, 64)
+        (false, 0, 0, 64, true)
     );
     assert_eq!(
         (c.timeout, c.linger, c.keepalive, c.time_wait),
