@@ -671,11 +671,16 @@ impl EventLoop {
             self.out.stats.drop_malformed += 1;
             return;
         }
-        if Some(from) == self.st.kcp_connect {
-            self.last_server_rx = self.now;
-        }
+        // Client: the server counts as heard when it shows that it hears us (a session-0
+        // answer, an ACK) or sends new data. Retransmissions of old data do not count: a
+        // server that keeps resending while our datagrams are lost (a NAT mapping gone one
+        // way) is exactly the silence after which the client re-opens its socket.
+        let from_server = Some(from) == self.st.kcp_connect;
         let conv = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
         if conv == 0 {
+            if from_server {
+                self.last_server_rx = self.now;
+            }
             return self.on_session0(p, from);
         }
         let slot = match self.by_key.get(&(from, conv)) {
@@ -696,12 +701,16 @@ impl EventLoop {
             return;
         }
         let before = kcp_movement(&sess.kcp);
+        let heard_before = (sess.kcp.stats().acks_recv, sess.kcp.rcv_nxt());
         if sess.kcp.input(now32, p).is_err() {
             self.out.stats.drop_malformed += 1;
             return;
         }
         if kcp_movement(&sess.kcp) != before {
             sess.kcp_progress(self.now);
+        }
+        if from_server && (sess.kcp.stats().acks_recv, sess.kcp.rcv_nxt()) != heard_before {
+            self.last_server_rx = self.now;
         }
         self.out.stats.kcp_rx_packets += 1;
         if sess.role == Role::Client && !sess.established {
@@ -1571,7 +1580,11 @@ impl EventLoop {
                 sess.conv,
                 sess.kcp.describe()
             ),
-            _ => debug!("conv {:#010x}: closing: {why:?}", sess.conv),
+            _ => debug!(
+                "conv {:#010x}: closing: {why:?} (kcp: {})",
+                sess.conv,
+                sess.kcp.describe()
+            ),
         }
         let (conv, peer) = (sess.conv, sess.peer);
         if let Some(h) = sess.kcp.path_hint() {

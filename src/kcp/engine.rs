@@ -42,6 +42,10 @@ const RC_QUEUE_MIN: usize = 16;
 /// single loss without waiting for an RTO, since no later segment would trigger a fast
 /// retransmit.
 const DUP_MAX_BYTES: usize = 512;
+/// Rate control: a segment unacknowledged for this long (and sent `dead_link` times) means
+/// the link is dead. It exceeds the client's default silence timer (79 s plus a 3 s probe)
+/// with room for keepalives up to ~95 s.
+const RC_DEAD_AFTER: u32 = 300_000;
 const DUP_MAX_UNACKED: usize = 2;
 /// Buffers an idle engine keeps in its pool (the rest is returned to the allocator), and how
 /// long without data or ACKs to send counts as idle (ms).
@@ -107,6 +111,8 @@ struct Segment {
     rto: u32,
     fastack: u32,
     xmit: u32,
+    /// When it first left (rate control's dead-link rule).
+    first_tx: u32,
     /// Acknowledged out of order; kept in place until `snd_una` passes it so `snd_buf` stays
     /// indexable by `sn - snd_una`.
     acked: bool,
@@ -125,6 +131,7 @@ impl Segment {
             rto: 0,
             fastack: 0,
             xmit: 0,
+            first_tx: 0,
             acked: false,
             stamp: TxStamp::default(),
             data,
@@ -291,6 +298,11 @@ impl Kcp {
 
     pub fn mss(&self) -> usize {
         self.mss
+    }
+
+    /// The next sequence number expected from the peer: it advances only with new data.
+    pub fn rcv_nxt(&self) -> u32 {
+        self.rcv_nxt
     }
 
     /// Smoothed RTT in ms (0 before the first ACK).
@@ -959,6 +971,7 @@ impl Kcp {
                     && self.snd_queue.is_empty()
                     && self.nsnd_buf <= DUP_MAX_UNACKED;
                 seg.xmit = 1;
+                seg.first_tx = now;
                 seg.rto = rto;
                 (self.tlp_base, self.tlp_sent) = (now, false);
                 seg.resendts = now.wrapping_add(seg.rto + rtomin);
@@ -999,7 +1012,13 @@ impl Kcp {
                 continue;
             }
             seg.ts = now;
-            if seg.xmit >= self.dead_link {
+            // With rate control the backoff stops at rto_max, so `dead_link` transmissions
+            // come much sooner than ikcp's; the link also has to have been silent for
+            // RC_DEAD_AFTER, long enough for a client whose NAT mapping vanished to notice
+            // (its silence timer) and come back from a new port.
+            if seg.xmit >= self.dead_link
+                && (self.rc.is_none() || diff(now, seg.first_tx) >= RC_DEAD_AFTER as i32)
+            {
                 self.dead = true;
             }
             let hdr = SegmentHeader {
