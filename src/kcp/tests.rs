@@ -453,6 +453,33 @@ fn rate_control_backoff_stops_at_rto_max() {
     assert!(widest > 4000, "classic backoff stopped at {widest} ms");
 }
 
+/// With rate control a dead link takes `dead_link` transmissions *and* five minutes: the
+/// capped backoff reaches 20 transmissions in about a minute, too soon for a client whose NAT
+/// mapping vanished to notice and come back.
+#[test]
+fn rate_control_dead_link_waits_five_minutes() {
+    let cfg = KcpConfig {
+        rate_control: true,
+        rto_max: 4000,
+        dead_link: 20,
+        ..KcpConfig::default()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    a.send(b"unanswered");
+    let mut now = 0u32;
+    let mut dead_at = None;
+    while now < 400_000 {
+        update(&mut a, now);
+        if a.is_dead() {
+            dead_at = Some(now);
+            break;
+        }
+        now = a.check(now).max(now + 1);
+    }
+    let at = dead_at.expect("never declared dead");
+    assert!((300_000..310_000).contains(&at), "dead at {at} ms");
+}
+
 // ======================================================================= fast retransmit
 
 #[test]
