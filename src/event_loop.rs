@@ -1338,6 +1338,11 @@ impl EventLoop {
             }
         }
         sess.keepalive_due(now, &self.st.timeouts);
+        trace!(
+            "conv {:#010x}: timer; kcp: {}",
+            sess.conv,
+            sess.kcp.describe()
+        );
         if sess.is_open() && sess.kcp.is_dead() {
             debug!("conv {:#010x}: link dead", sess.conv);
             return self.close(slot, Close::Timeout("link dead"));

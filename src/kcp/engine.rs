@@ -657,9 +657,10 @@ impl Kcp {
                     self.stats.acks_recv += 1;
                     let rtt = diff(self.current, hdr.ts);
                     if rtt >= 0 {
+                        let srtt = self.rx_srtt;
                         self.update_rtt(rtt as u32);
                         if let Some(rc) = self.rc.as_mut() {
-                            rc.on_rtt(now, rtt as u32);
+                            rc.on_rtt(now, rtt as u32, srtt, self.rx_rttval);
                         }
                     }
                     self.parse_ack(hdr.sn, hdr.ts);
@@ -765,8 +766,11 @@ impl Kcp {
         // Rate control: a later ACK counts only for segments sent a reordering window
         // (a quarter of the minimum RTT) before the acknowledged one, so jitter that
         // reorders packets does not look like loss.
+        // On a jittery path packets overtake each other by up to the jitter's spread, so
+        // the window is at least twice the RTT's mean deviation (netlab `reorder`, +-5 ms
+        // each way: a quarter of min RTT alone retransmitted a third of all segments).
         let reo = match self.rc.as_ref().and_then(|rc| rc.min_rtt()) {
-            Some(rtt) => (rtt / 4).max(1) as i32,
+            Some(rtt) => (rtt / 4).max(2 * self.rx_rttval).max(1) as i32,
             None => 0,
         };
         for seg in self.snd_buf.iter_mut() {

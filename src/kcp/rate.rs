@@ -25,6 +25,11 @@ const FULL_BW_ROUNDS: u32 = 3;
 /// A round whose smallest RTT exceeds the minimum by a quarter of it (and at least this many
 /// ms, for jitter on short paths) saw a standing queue.
 const QUEUE_MIN_MS: u32 = 3;
+/// ... judged only from a round with at least this many RTT samples. On a jittery path the
+/// smallest of a few samples often sits above the minimum with no queue at all; a verdict
+/// from such a round cut the bandwidth estimate, the lower rate gave still fewer samples per
+/// round, and the estimate spiralled down (netlab `reorder`, 5 ms jitter: 4 Mbit/s of 100).
+const QUEUE_MIN_SAMPLES: u32 = 8;
 /// Before the first measurement: how many full segments may leave unpaced.
 pub(super) const INIT_CWND_SEGS: usize = 32;
 /// Pacing lets this many ms of rate accumulate (the loop's clock has ms resolution).
@@ -74,6 +79,9 @@ pub(super) struct RateControl {
     /// Smallest RTT sample of the current round, and the delivery at its start: a round
     /// whose every sample is well above the minimum means a standing queue of our making.
     round_min_rtt: u32,
+    round_rtt_samples: u32,
+    /// The engine's RTT mean deviation: jitter widens what counts as a standing queue.
+    rttvar: u32,
     round_start_delivered: u64,
     round_start_time: u32,
 
@@ -112,6 +120,8 @@ impl RateControl {
             min_rtt_next: u32::MAX,
             latest_rtt: 0,
             round_min_rtt: u32::MAX,
+            round_rtt_samples: 0,
+            rttvar: 0,
             round_start_delivered: 0,
             round_start_time: 0,
             round: 0,
@@ -301,9 +311,23 @@ impl RateControl {
         }
     }
 
-    pub(super) fn on_rtt(&mut self, now: u32, rtt: u32) {
+    /// An RTT sample; `srtt` and `rttvar` are the engine's smoothed RTT and its mean
+    /// deviation (0 before the first sample).
+    pub(super) fn on_rtt(&mut self, now: u32, rtt: u32, srtt: u32, rttvar: u32) {
+        self.rttvar = rttvar;
+        // A sample under 70% of the smoothed RTT is a packet that skipped the path's delay
+        // (a link that reorders by letting some packets through early, as netem and the
+        // netlab emulator do): as the minimum it would shrink the BDP estimate and make
+        // every later round look queued (netlab `reorder`: min_rtt 20-23 ms on a 40-60 ms
+        // path, 4 Mbit/s of 100). Jitter within +-30% of the mean still counts. A real drop
+        // in the path's RTT pulls the smoothed RTT down within a few round trips, after which
+        // its samples count again.
+        if srtt == 0 || u64::from(rtt) * 10 < u64::from(srtt) * 7 {
+            return; // (the very first sample has nothing to be judged against)
+        }
         self.latest_rtt = rtt;
         self.round_min_rtt = self.round_min_rtt.min(rtt);
+        self.round_rtt_samples += 1;
         self.min_rtt_next = self.min_rtt_next.min(rtt);
         if rtt <= self.min_rtt {
             self.min_rtt = rtt;
@@ -355,6 +379,7 @@ impl RateControl {
                 }
             }
             self.round_min_rtt = u32::MAX;
+            self.round_rtt_samples = 0;
             self.round_start_delivered = self.delivered;
             self.round_start_time = now;
         }
@@ -374,8 +399,9 @@ impl RateControl {
 
     fn round_queued(&self, base: u32) -> bool {
         self.round_min_rtt != u32::MAX
+            && self.round_rtt_samples >= QUEUE_MIN_SAMPLES
             && base != u32::MAX
-            && self.round_min_rtt > base + (base / 4).max(QUEUE_MIN_MS)
+            && self.round_min_rtt > base + (base / 4).max(QUEUE_MIN_MS).max(4 * self.rttvar)
     }
 
     fn update_bw(&mut self, rate: f64) {

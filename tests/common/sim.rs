@@ -57,6 +57,9 @@ pub struct LinkConfig {
     /// Probability that a packet is held back by `reorder_extra` ms (lets later ones pass).
     pub reorder: f64,
     pub reorder_extra: u64,
+    /// Probability that a packet skips the delay and jitter (netem's and the netlab
+    /// emulator's `reorder`: it overtakes everything in flight).
+    pub express: f64,
     /// Probability that a packet is delivered twice.
     pub dup: f64,
     /// Bytes per ms (0 = unlimited) and the drop-tail queue in front of it, in bytes.
@@ -75,6 +78,7 @@ impl LinkConfig {
             burst_loss: 0.0,
             reorder: 0.0,
             reorder_extra: 0,
+            express: 0.0,
             dup: 0.0,
             bandwidth: 0,
             queue: 0,
@@ -100,6 +104,7 @@ impl LinkConfig {
             burst_loss: 0.8,
             reorder: [0.0, 0.02, 0.1][rng.below(3) as usize],
             reorder_extra: 5 + rng.below(40),
+            express: 0.0,
             dup: [0.0, 0.01, 0.05][rng.below(3) as usize],
             bandwidth,
             queue: 16_000 + rng.below(100_000),
@@ -168,6 +173,9 @@ impl Link {
             }
             if self.rng.chance(c.reorder) {
                 at += c.reorder_extra;
+            }
+            if c.express > 0.0 && self.rng.chance(c.express) {
+                at = depart_us.div_ceil(1000);
             }
             self.seq += 1;
             self.in_flight.push(Reverse((at, self.seq, pkt.to_vec())));
