@@ -80,6 +80,8 @@ pub(super) struct RateControl {
     /// whose every sample is well above the minimum means a standing queue of our making.
     round_min_rtt: u32,
     round_rtt_samples: u32,
+    /// The minimum RTT came from a path hint: the first real sample replaces it.
+    min_rtt_tentative: bool,
     /// The engine's RTT mean deviation: jitter widens what counts as a standing queue.
     rttvar: u32,
     round_start_delivered: u64,
@@ -121,6 +123,7 @@ impl RateControl {
             latest_rtt: 0,
             round_min_rtt: u32::MAX,
             round_rtt_samples: 0,
+            min_rtt_tentative: false,
             rttvar: 0,
             round_start_delivered: 0,
             round_start_time: 0,
@@ -212,7 +215,11 @@ impl RateControl {
         let half = bw / 2.0;
         self.bw = half;
         self.bw_max[0] = (0, half);
+        // Tentative: the first plausible sample of this conversation replaces it. A hint can
+        // carry a minimum from a packet that skipped the path's delay, and a minimum only
+        // ever falls, so a kept one would hold every later conversation's BDP too low.
         self.min_rtt = min_rtt;
+        self.min_rtt_tentative = true;
         self.cwnd = self
             .cwnd
             .max((CWND_GAIN * half * f64::from(min_rtt)) as usize);
@@ -324,6 +331,10 @@ impl RateControl {
         // its samples count again.
         if srtt == 0 || u64::from(rtt) * 10 < u64::from(srtt) * 7 {
             return; // (the very first sample has nothing to be judged against)
+        }
+        if std::mem::take(&mut self.min_rtt_tentative) {
+            self.min_rtt = rtt;
+            self.min_rtt_next = rtt;
         }
         self.latest_rtt = rtt;
         self.round_min_rtt = self.round_min_rtt.min(rtt);
