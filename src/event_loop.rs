@@ -60,6 +60,8 @@ const SILENCE_PROBE: Millis = 3000;
 /// At most one move of a conversation to a new peer address per this many ms.
 const MOVE_GUARD: Millis = 1000;
 const TIMER_HTTP_BASE: usize = 8;
+/// Sends of one segment after which the conversation logs its state once (info).
+const STUCK_XMIT: u32 = 16;
 const TIMER_BASE: usize = TIMER_HTTP_BASE + http::MAX_CLIENTS;
 /// Peers whose path (bandwidth, minimum RTT) is remembered for the next conversation.
 const PATH_HINTS: usize = 4096;
@@ -1510,9 +1512,22 @@ impl EventLoop {
     }
 
     fn reschedule(&mut self, slot: usize) {
-        let Some(sess) = self.sessions.get(slot).and_then(|s| s.as_ref()) else {
+        let Some(sess) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
             return;
         };
+        if !sess.stuck_logged && sess.is_open() {
+            if let Some((sn, xmit)) = sess.kcp.oldest_unacked().filter(|s| s.1 >= STUCK_XMIT) {
+                // Loss this persistent is no longer random: a congested or one-way path.
+                // Once per conversation, with the sender's state, for the operator.
+                sess.stuck_logged = true;
+                info!(
+                    "conv {:#010x}: segment {sn} sent {xmit} times without an acknowledgement \
+                     (kcp: {})",
+                    sess.conv,
+                    sess.kcp.describe()
+                );
+            }
+        }
         let now32 = self.now as u32;
         let (proto_at, _) = sess.protocol_deadline(&self.st.timeouts);
         let at = if let State::TimeWait { reset: true } = sess.state {

@@ -118,6 +118,8 @@ pub struct Session {
     pub moved_at: Millis,
     pub tcp_rx_bytes: u64,
     pub tcp_tx_bytes: u64,
+    /// A segment reached `STUCK_XMIT` sends and that was logged (once per conversation).
+    pub stuck_logged: bool,
 }
 
 impl Session {
@@ -149,6 +151,7 @@ impl Session {
             moved_at: 0,
             tcp_rx_bytes: 0,
             tcp_tx_bytes: 0,
+            stuck_logged: false,
         }
     }
 

@@ -200,6 +200,8 @@ pub struct Kcp {
     /// it went out.
     tlp_base: u32,
     tlp_sent: bool,
+    /// When the last PUSH segment arrived (wrapping ms; diagnostics only).
+    last_push_at: u32,
 
     stats: KcpStats,
 }
@@ -253,6 +255,7 @@ impl Kcp {
             busy_at: 0,
             tlp_base: 0,
             tlp_sent: true,
+            last_push_at: 0,
             stats: KcpStats::default(),
         };
         kcp.set_nodelay(cfg.nodelay, cfg.interval, cfg.resend, cfg.nc);
@@ -362,7 +365,7 @@ impl Kcp {
         );
         format!(
             "una {} nxt {} rcv_nxt {} queue {} flight {} rcv_buf {} rcv_queue {} rmt_wnd {} \
-             srtt {} rto {}; oldest unacked: {oldest}; rc: {rc}",
+             srtt {} rto {} segs in {} last in {} ms ago; oldest unacked: {oldest}; rc: {rc}",
             self.snd_una,
             self.snd_nxt,
             self.rcv_nxt,
@@ -372,8 +375,18 @@ impl Kcp {
             self.rcv_queue.len(),
             self.rmt_wnd,
             self.rx_srtt,
-            self.rx_rto
+            self.rx_rto,
+            self.stats.segs_recv,
+            diff(self.current, self.last_push_at)
         )
+    }
+
+    /// `(sn, xmit)` of the oldest unacknowledged segment in flight, if any.
+    pub fn oldest_unacked(&self) -> Option<(u32, u32)> {
+        self.snd_buf
+            .iter()
+            .find(|s| !s.acked)
+            .map(|s| (s.sn, s.xmit))
     }
 
     /// What rate control learnt about the path (bandwidth, minimum RTT), for
@@ -676,6 +689,7 @@ impl Kcp {
                 }
                 CMD_PUSH => {
                     self.stats.segs_recv += 1;
+                    self.last_push_at = now;
                     self.parse_push(&hdr, payload);
                 }
                 CMD_WASK => self.probe |= ASK_TELL,
