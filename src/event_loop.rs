@@ -25,7 +25,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::config::Config;
 use crate::framing::{Framer, OpenError};
 use crate::http::{self, HttpServer, Step};
-use crate::kcp::{Kcp, KcpConfig, PathHint};
+use crate::kcp::{Kcp, KcpConfig, PathControl};
 use crate::peers::Peers;
 use crate::proto::Session0;
 use crate::report::{self, Row, Snapshot};
@@ -63,7 +63,7 @@ const TIMER_HTTP_BASE: usize = 8;
 /// Sends of one segment after which the conversation logs its state once (info).
 const STUCK_XMIT: u32 = 16;
 const TIMER_BASE: usize = TIMER_HTTP_BASE + http::MAX_CLIENTS;
-/// Peers whose path (bandwidth, minimum RTT) is remembered for the next conversation.
+/// Peers whose path (rate control shared by their conversations) the loop keeps.
 const PATH_HINTS: usize = 4096;
 /// Conversations listed one per line in `/stats`.
 const STATS_ROWS: usize = 1000;
@@ -290,9 +290,10 @@ pub struct EventLoop {
     /// Accepting stopped at its cap with connections possibly still waiting.
     accept_again: bool,
     throttle: Throttles,
-    /// What rate control learnt about each peer's path, for the next conversation with it:
-    /// a fresh connection then starts near the path's rate instead of probing from zero.
-    paths: HashMap<SocketAddr, PathHint>,
+    /// Rate control per peer, shared by the conversations with it (one model of the path,
+    /// its pacing rate split between them). Kept after the last one ends, so that a fresh
+    /// connection starts near the path's rate instead of probing from zero.
+    paths: HashMap<SocketAddr, PathControl>,
     /// Server: sockets of their own for known peers (flood isolation).
     peers: Peers,
 }
@@ -1045,16 +1046,33 @@ impl EventLoop {
     }
 
     /// A KCP engine for a new conversation with `peer`: the settings for its address family
-    /// (the MSS differs), seeded with what an earlier conversation learnt about its path.
-    fn new_kcp(&self, conv: u32, peer: SocketAddr) -> Kcp {
+    /// (the MSS differs), sharing rate control with the peer's other conversations.
+    fn new_kcp(&mut self, conv: u32, peer: SocketAddr) -> Kcp {
         let cfg = match peer {
             SocketAddr::V4(_) => &self.st.kcp_v4,
             SocketAddr::V6(_) => &self.st.kcp_v6,
         };
         let mut kcp = Kcp::new(conv, cfg);
-        if let Some(h) = self.paths.get(&peer) {
-            kcp.seed_path(*h);
+        if !cfg.rate_control {
+            return kcp;
         }
+        let mtu = cfg.mtu;
+        if let Some(idle) = self.paths.get_mut(&peer).filter(|p| p.handles() == 1) {
+            // Nobody uses the path: start again from what it knew, at half its rate and
+            // probing (it may have changed meanwhile, and the old model's rounds are stale).
+            *idle = match idle.hint() {
+                Some(h) => PathControl::seeded(mtu, h),
+                None => PathControl::new(mtu),
+            };
+        } else if self.paths.len() >= PATH_HINTS && !self.paths.contains_key(&peer) {
+            // Bounded: forget the idle paths (the next conversations learn again).
+            self.paths.retain(|_, p| p.handles() > 1);
+        }
+        let path = self
+            .paths
+            .entry(peer)
+            .or_insert_with(|| PathControl::new(mtu));
+        kcp.join_path(path);
         kcp
     }
 
@@ -1607,12 +1625,6 @@ impl EventLoop {
             ),
         }
         let (conv, peer) = (sess.conv, sess.peer);
-        if let Some(h) = sess.kcp.path_hint() {
-            if self.paths.len() >= PATH_HINTS && !self.paths.contains_key(&peer) {
-                self.paths.clear(); // bounded; the next conversations learn again
-            }
-            self.paths.insert(peer, h);
-        }
         self.out.stats.tcp_rx_bytes += sess.tcp_rx_bytes;
         self.out.stats.tcp_tx_bytes += sess.tcp_tx_bytes;
         sess.tcp_rx_bytes = 0;

@@ -512,6 +512,9 @@ impl Session {
         // TIME_WAIT only answers late packets; with 2048-segment windows the buffers of a
         // busy past can be megabytes, and nothing would flush (and trim) them before expiry.
         self.kcp.release_memory();
+        // Its flight and queue no longer count against the conversations still sharing the
+        // path (a reset one never sends again; a finished one has nothing left).
+        self.kcp.leave_path();
         self.state = State::TimeWait { reset };
         self.closed_at = now;
         self.dialing = false;

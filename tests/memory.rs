@@ -149,8 +149,11 @@ fn conversation_churn_returns_rss_to_its_plateau() {
     let sc = stop_and_count(&mut t.server);
     assert_eq!(get(&cc, "sessions_opened"), 3 * n, "{cc:?}");
     assert_eq!(get(&sc, "sessions_opened"), 3 * n, "{sc:?}");
-    // The plateau: the last round ends where the first did, give or take allocator slack.
-    let (c1, s1) = rows[0];
+    // The plateau: the last round ends where the earlier ones did, give or take allocator
+    // slack. The first round alone may stay under it (with the path's rate shared, its
+    // conversations overlap less while the pacer finds the rate), so the plateau is the
+    // higher of the first two.
+    let (c1, s1) = (rows[0].0.max(rows[1].0), rows[0].1.max(rows[1].1));
     let (c3, s3) = rows[2];
     assert!(
         c3 <= c1 + c1 / 10 + 2 * MIB,

@@ -17,7 +17,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Kcp, KcpStats, PathHint, IDLE_CHECK};
+pub use engine::{Kcp, KcpStats, PathControl, PathHint, IDLE_CHECK};
 pub use wire::{
     packet_conv, ByteOrder, InputError, SegmentHeader, Segments, CMD_ACK, CMD_PUSH, CMD_WASK,
     CMD_WINS, OVERHEAD,

@@ -99,7 +99,16 @@ pub(super) struct RateControl {
     pacing_gain: f64,
     cwnd_gain: f64,
     cwnd: usize,
+    /// Conversations sharing this model (one per conversation on a shared path) that have
+    /// data queued: each paces itself at this share of the rate.
+    backlogged: usize,
+}
 
+/// One conversation's pacer: tokens of its share of the path's pacing rate. Kept per
+/// conversation (not in the shared model) so that conversations woken in the same
+/// millisecond do not race for one bucket: each gets its own share whatever the loop's order.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Pacer {
     tokens: f64,
     last_refill: u32,
 }
@@ -138,8 +147,7 @@ impl RateControl {
             pacing_gain: STARTUP_GAIN,
             cwnd_gain: CWND_GAIN,
             cwnd: INIT_CWND_SEGS * mtu,
-            tokens: 0.0,
-            last_refill: 0,
+            backlogged: 0,
         }
     }
 
@@ -181,20 +189,48 @@ impl RateControl {
         Some((self.pacing_gain * self.bw).max(floor))
     }
 
-    fn burst(&self, rate: f64) -> f64 {
-        (rate * BURST_MS).max((BURST_MIN_PKTS * self.mtu) as f64)
+    /// One conversation's share of the pacing rate: the rate split evenly between the
+    /// conversations with data queued.
+    fn share_rate(&self) -> Option<f64> {
+        Some(self.pacing_rate()? / self.backlogged.max(1) as f64)
     }
 
-    fn tokens_at(&self, now: u32) -> f64 {
-        match self.pacing_rate() {
+    /// Tokens a pacer may hold: 2 ms of its share, at least a few packets (one when shared
+    /// by many, so that many conversations waking together do not add up to a burst).
+    fn burst(&self, rate: f64) -> f64 {
+        let pkts = (BURST_MIN_PKTS / self.backlogged.max(1)).max(1);
+        (rate * BURST_MS).max((pkts * self.mtu) as f64)
+    }
+
+    fn tokens_at(&self, p: &Pacer, now: u32) -> f64 {
+        match self.share_rate() {
             None => f64::INFINITY,
             Some(rate) => {
                 // The clock only moves forward; a huge distance means a long idle time.
-                let elapsed = now.wrapping_sub(self.last_refill).min(10_000);
-                let t = self.tokens + rate * f64::from(elapsed);
+                let elapsed = now.wrapping_sub(p.last_refill).min(10_000);
+                let t = p.tokens + rate * f64::from(elapsed);
                 t.min(self.burst(rate))
             }
         }
+    }
+
+    /// A conversation's queue went from empty to not (`true`) or back.
+    pub(super) fn set_backlogged(&mut self, on: bool) {
+        if on {
+            self.backlogged += 1;
+        } else {
+            self.backlogged = self.backlogged.saturating_sub(1);
+        }
+    }
+
+    /// Conversations with data queued.
+    pub(super) fn backlogged(&self) -> usize {
+        self.backlogged
+    }
+
+    /// A conversation leaves the path with `bytes` of first transmissions unacknowledged.
+    pub(super) fn forget_inflight(&mut self, bytes: usize) {
+        self.inflight = self.inflight.saturating_sub(bytes);
     }
 
     /// What this conversation learnt about the path: (bandwidth in bytes/ms, minimum RTT in
@@ -228,23 +264,25 @@ impl RateControl {
 
     // --------------------------------------------------------------------------- sending
 
-    /// May a new segment of `bytes` leave now? (In-flight cap and pacer.)
-    pub(super) fn can_send(&self, now: u32, bytes: usize) -> bool {
-        self.inflight + bytes <= self.cwnd.max(bytes) && self.tokens_at(now) > 0.0
+    /// May a new segment of `bytes` leave now? (In-flight cap and pacer.) A conversation with
+    /// nothing in flight (`own`) may always send one: on a shared path the others' flight
+    /// must not starve it, and only its own ACKs wake it.
+    pub(super) fn can_send(&self, p: &Pacer, now: u32, bytes: usize, own: usize) -> bool {
+        !self.cwnd_full(bytes, own) && self.tokens_at(p, now) > 0.0
     }
 
     /// The in-flight cap, not the pacer, is what holds new data back.
-    pub(super) fn cwnd_full(&self, bytes: usize) -> bool {
-        self.inflight + bytes > self.cwnd.max(bytes)
+    pub(super) fn cwnd_full(&self, bytes: usize, own: usize) -> bool {
+        own > 0 && self.inflight + bytes > self.cwnd.max(bytes)
     }
 
     /// When the pacer next lets a segment go (`now` if it would now).
-    pub(super) fn release_time(&self, now: u32) -> u32 {
-        let t = self.tokens_at(now);
+    pub(super) fn release_time(&self, p: &Pacer, now: u32) -> u32 {
+        let t = self.tokens_at(p, now);
         if t > 0.0 {
             return now;
         }
-        let rate = self.pacing_rate().unwrap_or(f64::INFINITY);
+        let rate = self.share_rate().unwrap_or(f64::INFINITY);
         let wait = ((-t) / rate).floor() as u32 + 1;
         now.wrapping_add(wait.max(1))
     }
@@ -253,17 +291,18 @@ impl RateControl {
     /// transmission as in flight, and return the stamp for its rate sample.
     pub(super) fn on_transmit(
         &mut self,
+        p: &mut Pacer,
         now: u32,
         bytes: usize,
         first: bool,
         app_limited: bool,
     ) -> TxStamp {
-        self.tokens = if self.pacing_rate().is_some() {
-            self.tokens_at(now) - bytes as f64
+        p.tokens = if self.pacing_rate().is_some() {
+            self.tokens_at(p, now) - bytes as f64
         } else {
             0.0
         };
-        self.last_refill = now;
+        p.last_refill = now;
         if self.inflight == 0 {
             self.first_sent_time = now;
             self.delivered_time = now;
@@ -284,9 +323,9 @@ impl RateControl {
     }
 
     /// An extra copy of `bytes` left (not a transmission of its own for the model).
-    pub(super) fn charge(&mut self, bytes: usize) {
+    pub(super) fn charge(&self, p: &mut Pacer, bytes: usize) {
         if self.pacing_rate().is_some() {
-            self.tokens -= bytes as f64;
+            p.tokens -= bytes as f64;
         }
     }
 

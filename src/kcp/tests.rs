@@ -843,3 +843,98 @@ fn little_endian_engines_talk() {
     input_all(&mut b, 1, &pkts);
     assert_eq!(recv_all(&mut b), b"little");
 }
+
+// ------------------------------------------------------------------ shared rate control
+
+fn rc_cfg() -> KcpConfig {
+    KcpConfig {
+        rate_control: true,
+        ..KcpConfig::default()
+    }
+}
+
+/// Conversations on one path count in its flight and backlog while they send, and leave
+/// nothing behind when they end (closed or dropped), or the survivors would be held back by
+/// ghosts.
+#[test]
+fn shared_path_forgets_conversations_that_end() {
+    let path = PathControl::new(rc_cfg().mtu);
+    let mut a = Kcp::new(1, &rc_cfg());
+    let mut b = Kcp::new(2, &rc_cfg());
+    a.join_path(&path);
+    b.join_path(&path);
+    assert_eq!(path.handles(), 3);
+    // More than the initial window: both keep data queued after their first flush.
+    let data = vec![7u8; 200 * 1400];
+    a.send(&data);
+    b.send(&data);
+    assert_eq!(path.backlogged(), 2);
+    let (pa, pb) = (flush(&mut a, 0), flush(&mut b, 0));
+    assert!(!pa.is_empty() && !pb.is_empty());
+    let sent: usize = pa.iter().chain(&pb).map(Vec::len).sum();
+    assert_eq!(path.inflight(), sent, "first transmissions of both count");
+    assert_eq!(path.backlogged(), 2);
+    // One ends mid-transfer (reset): its flight and queue stop counting at once.
+    a.leave_path();
+    assert_eq!(path.inflight(), pb.iter().map(Vec::len).sum::<usize>());
+    assert_eq!(path.backlogged(), 1);
+    assert_eq!(
+        a.rate_estimate(),
+        None,
+        "a closed conversation runs without rate control"
+    );
+    // The other is dropped without closing (the loop freeing its slot).
+    drop(b);
+    assert_eq!((path.inflight(), path.backlogged()), (0, 0));
+    assert_eq!(path.handles(), 1);
+}
+
+/// The pacing rate is split between the conversations with data queued: with two backlogged,
+/// each may send about half of what one alone could in the same time.
+#[test]
+fn shared_path_splits_the_pacing_rate() {
+    let sent_in = |n: usize| -> usize {
+        // Seeded at 100 B/ms (it starts from half, probing: 144 B/ms) on a 1 s path, so
+        // neither the pacing floor (32 packets per RTT) nor the in-flight cap binds.
+        let hint = PathHint {
+            bw: 100.0,
+            min_rtt: 1000,
+        };
+        let path = PathControl::seeded(rc_cfg().mtu, hint);
+        let mut ks: Vec<Kcp> = (0..n as u32).map(|i| Kcp::new(i + 1, &rc_cfg())).collect();
+        for k in &mut ks {
+            k.join_path(&path);
+            k.send(&vec![1u8; 1000 * 1400]);
+        }
+        // 200 ms of pacing.
+        let mut bytes = vec![0usize; n];
+        for now in 0..200u32 {
+            for (i, k) in ks.iter_mut().enumerate() {
+                bytes[i] += flush(k, now).iter().map(Vec::len).sum::<usize>();
+            }
+        }
+        bytes[0]
+    };
+    let alone = sent_in(1);
+    let shared = sent_in(2);
+    assert!(alone > 0);
+    let ratio = shared as f64 / alone as f64;
+    assert!(
+        (0.4..0.6).contains(&ratio),
+        "alone {alone} B, shared {shared} B ({ratio:.2})"
+    );
+}
+
+/// Only a fresh conversation joins a path: one that already sent keeps its own model.
+#[test]
+fn join_path_only_before_sending() {
+    let path = PathControl::new(rc_cfg().mtu);
+    let mut a = Kcp::new(1, &rc_cfg());
+    a.send(b"early");
+    flush(&mut a, 0);
+    a.join_path(&path);
+    assert_eq!(path.handles(), 1);
+    let mut off = Kcp::new(2, &classic());
+    off.join_path(&path);
+    assert_eq!(path.handles(), 1, "no rate control, nothing to share");
+}
