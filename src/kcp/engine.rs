@@ -551,7 +551,14 @@ impl Kcp {
     /// With rate control: about one BDP (once measured), so TCP backpressure keeps the
     /// queue inside the tunnel short.
     fn queue_limit(&self) -> usize {
-        match self.rc.as_ref().and_then(|rc| rc.get().bdp()) {
+        // On a shared path, this conversation's share of the BDP: n conversations each queueing
+        // a whole one would hold n round trips of data (and memory) inside the tunnel.
+        let share = |rc: &PathControl| {
+            let rc = rc.get();
+            let n = rc.backlogged() + usize::from(!self.backlogged);
+            Some(rc.bdp()? / n.max(1))
+        };
+        match self.rc.as_ref().and_then(share) {
             Some(bdp) => {
                 (bdp / self.mtu).clamp(RC_QUEUE_MIN, (self.snd_wnd as usize / 2).max(RC_QUEUE_MIN))
             }

@@ -1,6 +1,8 @@
-//! Sender-side rate control for one conversation: a BBR-like model (bottleneck bandwidth and
-//! minimum RTT, both measured from ACKs), a pacer that releases new segments at a gain times
-//! the bandwidth estimate, and an in-flight cap of about two bandwidth-delay products. With it
+//! Sender-side rate control for one path: a BBR-like model (bottleneck bandwidth and minimum
+//! RTT, both measured from ACKs), pacers that release new segments at a gain times the
+//! bandwidth estimate, and an in-flight cap of about two bandwidth-delay products. The model
+//! may be shared by several conversations on the same path (`PathControl`): their ACKs all
+//! feed it, and each conversation with data queued paces itself at an even share. With it
 //! the windows size themselves and the bottleneck queue stays short, so random loss is
 //! repaired by retransmission instead of being answered by a smaller window, and the sender
 //! does not overrun the queue and repair its own drops.
