@@ -7,7 +7,7 @@ set -eu
 cd "$(dirname "$0")"
 RUNS=${RUNS:-10000000}
 SECS=${SECS:-1800}
-TARGETS=${*:-"tlv_stream session0 config datagram_open kcp_input kcp_model"}
+TARGETS=${*:-"tlv_stream session0 config datagram_open kcp_input kcp_model kcp_shared"}
 nice -n 10 cargo +nightly fuzz build -s none >/dev/null
 for t in $TARGETS; do
     mkdir -p "corpus/$t"

@@ -13,11 +13,9 @@ use kcptun_rs_fuzz::{stream_byte, Input};
 use libfuzzer_sys::fuzz_target;
 
 const CONV: u32 = 0x0bad_cafe;
-/// The liveness check also for engines with rate control. Off until the stall in
-/// `fuzz/regressions/kcp_model/rc_stall_after_healing` is fixed (reported to the KCP owner:
-/// with rate control on, 43 queued segments leave one per ~15 s on a perfect network); the
-/// prefix property is checked in both modes regardless.
-const RC_LIVENESS: bool = false;
+/// The liveness check also for engines with rate control (its stalls are fixed: see
+/// `fuzz/regressions/kcp_model/`); the prefix property is checked in both modes regardless.
+const RC_LIVENESS: bool = true;
 /// Bytes one side may queue in one run: enough for several windows of small segments.
 const MAX_SEND: u64 = 256 * 1024;
 
@@ -189,7 +187,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let state = |s: &Side| {
         format!(
-            "sent {} received {} waitsnd {} cwnd {} rmt_wnd {} rto {} peek {} check in {} ms",
+            "sent {} received {} waitsnd {} cwnd {} rmt_wnd {} rto {} peek {} check in {} ms; {}",
             s.sent,
             s.received,
             s.kcp.waitsnd(),
@@ -197,7 +195,8 @@ fuzz_target!(|data: &[u8]| {
             s.kcp.remote_wnd(),
             s.kcp.rto(),
             s.kcp.peek_size(),
-            s.kcp.check(now).wrapping_sub(now)
+            s.kcp.check(now).wrapping_sub(now),
+            s.kcp.describe()
         )
     };
     assert!(

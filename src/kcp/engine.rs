@@ -508,6 +508,11 @@ impl Kcp {
         &self.stats
     }
 
+    /// Segments queued, not yet in flight.
+    pub fn queued(&self) -> usize {
+        self.snd_queue.len()
+    }
+
     /// Segments not yet acknowledged plus segments queued (ikcp_waitsnd).
     pub fn waitsnd(&self) -> usize {
         self.nsnd_buf + self.snd_queue.len()
@@ -1075,7 +1080,11 @@ impl Kcp {
         // fire on a queueing-delay swing (every timed-out segment is resent at once) nor on
         // a lost ACK behind a hole (cumulative `una` covers it one repair later).
         let rto = if self.rc.is_some() {
-            self.rx_rto.max(2 * self.rx_srtt)
+            // Bounded like the estimate itself (a smoothed RTT of minutes after an outage
+            // made a segment wait 215 s for its first retransmission: fuzz target kcp_model).
+            self.rx_rto
+                .max(2 * self.rx_srtt)
+                .min(self.rto_max.max(self.rx_rto))
         } else {
             self.rx_rto
         };

@@ -208,10 +208,17 @@ impl RateControl {
         match self.share_rate() {
             None => f64::INFINITY,
             Some(rate) => {
-                // The clock only moves forward; a huge distance means a long idle time.
-                let elapsed = now.wrapping_sub(p.last_refill).min(10_000);
-                let t = p.tokens + rate * f64::from(elapsed);
-                t.min(self.burst(rate))
+                // The clock only moves forward; a distance past half the u32 range means a
+                // long idle time. No other cap: a debt (retransmissions charged at a tiny
+                // rate) must be paid off as time passes, or its release time stays out of
+                // reach for good (a cap of 10 s on the elapsed time did that: 16 queued
+                // segments never left on a healed path, found by fuzz target kcp_shared).
+                let elapsed = now.wrapping_sub(p.last_refill);
+                let burst = self.burst(rate);
+                if elapsed > i32::MAX as u32 {
+                    return burst;
+                }
+                (p.tokens + rate * f64::from(elapsed)).min(burst)
             }
         }
     }
@@ -285,7 +292,12 @@ impl RateControl {
             return now;
         }
         let rate = self.share_rate().unwrap_or(f64::INFINITY);
-        let wait = ((-t) / rate).floor() as u32 + 1;
+        let mut wait = ((-t) / rate).floor() as u32 + 1;
+        // Rounding may leave the balance at zero at that ms: the pacer must be due when it
+        // says, or the loop wakes for nothing.
+        while t + rate * f64::from(wait) <= 0.0 && wait < u32::MAX / 4 {
+            wait += 1;
+        }
         now.wrapping_add(wait.max(1))
     }
 

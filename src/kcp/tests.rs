@@ -938,3 +938,47 @@ fn join_path_only_before_sending() {
     off.join_path(&path);
     assert_eq!(path.handles(), 1, "no rate control, nothing to share");
 }
+
+/// A pacing debt is paid off as time passes, however deep: retransmissions charged at a tiny
+/// rate once left a release time that moved away as fast as the clock (the elapsed time was
+/// capped at 10 s), and 16 queued segments never left a healed path (fuzz: kcp_shared).
+#[test]
+fn pacer_debt_is_paid_off() {
+    let mut rc = rate::RateControl::new(1400);
+    // 0.01 B/ms over a 10 s path: the pacing floor (32 packets per min RTT) rules, 4.48 B/ms.
+    rc.seed(0.02, 10_000);
+    let mut p = rate::Pacer::default();
+    for _ in 0..100 {
+        rc.on_transmit(&mut p, 0, 1400, false, false);
+    }
+    let at = rc.release_time(&p, 0);
+    assert!((25_000..40_000).contains(&at), "release at {at} ms");
+    assert_eq!(rc.release_time(&p, at), at, "due when it said");
+    assert!(rc.can_send(&p, at, 1400, 0));
+}
+
+/// With rate control a first transmission's timer is bounded by `rto_max` like the estimate:
+/// a smoothed RTT of 100 s (after an outage) once set a first retransmission 215 s out
+/// (fuzz: kcp_model).
+#[test]
+fn rate_control_first_rto_is_bounded() {
+    let cfg = KcpConfig {
+        rate_control: true,
+        rto_max: 4000,
+        ..KcpConfig::default()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    let mut b = Kcp::new(CONV, &cfg);
+    a.send(b"first");
+    let pkts = flush(&mut a, 0);
+    // Delivered and acknowledged 100 s later: one RTT sample of 100 s.
+    input_all(&mut b, 100_000, &pkts);
+    input_all(&mut a, 100_000, &flush(&mut b, 100_000));
+    assert_eq!(a.waitsnd(), 0);
+    assert!(a.rtt() >= 100_000);
+    a.send(b"second");
+    let now = 100_000;
+    assert!(!flush(&mut a, now).is_empty());
+    let wait = a.check(now).wrapping_sub(now);
+    assert!(wait <= 4000, "first retransmission in {wait} ms");
+}
