@@ -253,7 +253,8 @@ fn client_reopens_its_socket_after_silence_and_resumes() {
 }
 
 /// The server goes away for 5 s and comes back: new connections work within 2 s of its
-/// return.
+/// return, while the conversation that was running when it died is reset by the new server
+/// at its next retransmission (the timer backs off up to `rto_max`, 4 s).
 #[test]
 fn server_restart_new_connections_work_within_two_seconds() {
     let echo = echo_server();
@@ -271,8 +272,17 @@ fn server_restart_new_connections_work_within_two_seconds() {
     thread::sleep(Duration::from_secs(5));
     t.server = start("server", &cfg);
     let back = Instant::now();
+    // A new connection works, quickly, though the old conversation still waits for its timer.
+    let mut n = connect(t.listen);
+    n.write_all(b"after the restart").unwrap();
+    let mut got = [0u8; 17];
+    n.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"after the restart");
+    let new_works = back.elapsed();
+    assert!(new_works < Duration::from_secs(2), "took {new_works:?}");
     // The old conversation is reset by the new server; the client's connection ends.
     let mut r = c;
+    r.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut sink = vec![0u8; 65536];
     loop {
         match r.read(&mut sink) {
@@ -281,17 +291,12 @@ fn server_restart_new_connections_work_within_two_seconds() {
         }
     }
     let _ = writer.join();
-    // A new connection works, quickly.
-    let mut n = connect(t.listen);
-    n.write_all(b"after the restart").unwrap();
-    let mut got = [0u8; 17];
-    n.read_exact(&mut got).unwrap();
-    assert_eq!(&got, b"after the restart");
+    let old_ended = back.elapsed();
     assert!(
-        back.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        back.elapsed()
+        old_ended < Duration::from_secs(10),
+        "the old connection ended {old_ended:?} after the restart"
     );
+    eprintln!("new connection worked after {new_works:?}, the old one ended after {old_ended:?}");
 }
 
 fn proc_ids(pid: u32) -> (String, String) {

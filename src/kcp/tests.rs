@@ -982,3 +982,22 @@ fn rate_control_first_rto_is_bounded() {
     let wait = a.check(now).wrapping_sub(now);
     assert!(wait <= 4000, "first retransmission in {wait} ms");
 }
+
+/// RTT samples of 0 ms (same-millisecond ACKs on a fast path) count: refusing them as
+/// "under 70% of the smoothed RTT" (1 ms) kept a stale minimum of 58 s for good, and the
+/// pacing floor (32 packets per minimum RTT) then let one packet out every few seconds
+/// (fuzz: kcp_shared).
+#[test]
+fn zero_ms_rtt_samples_replace_a_stale_minimum() {
+    let mut rc = rate::RateControl::new(1400);
+    rc.on_rtt(0, 58_584, 50_000, 0);
+    rc.on_rtt(1, 58_584, 58_000, 0);
+    assert_eq!(rc.min_rtt(), Some(58_584));
+    rc.on_rtt(2, 0, 1, 0);
+    assert_eq!(rc.min_rtt(), Some(0));
+    // A packet that skipped a 100 ms path's delay is still no sample.
+    let mut rc = rate::RateControl::new(1400);
+    rc.on_rtt(0, 100, 100, 0);
+    rc.on_rtt(1, 20, 100, 0);
+    assert_eq!(rc.min_rtt(), Some(100));
+}
