@@ -273,16 +273,18 @@ impl RateControl {
 
     // --------------------------------------------------------------------------- sending
 
-    /// May a new segment of `bytes` leave now? (In-flight cap and pacer.) A conversation with
-    /// nothing in flight (`own`) may always send one: on a shared path the others' flight
-    /// must not starve it, and only its own ACKs wake it.
+    /// May a new segment of `bytes` leave now? (In-flight cap and pacer.) On a shared path a
+    /// conversation under its even share of the cap (`own`: its bytes in flight) may always
+    /// send: the others' flight must not starve it (a conversation whose peer went away
+    /// keeps its flight until it is reset), and only its own ACKs wake it.
     pub(super) fn can_send(&self, p: &Pacer, now: u32, bytes: usize, own: usize) -> bool {
         !self.cwnd_full(bytes, own) && self.tokens_at(p, now) > 0.0
     }
 
     /// The in-flight cap, not the pacer, is what holds new data back.
     pub(super) fn cwnd_full(&self, bytes: usize, own: usize) -> bool {
-        own > 0 && self.inflight + bytes > self.cwnd.max(bytes)
+        let share = self.cwnd / self.backlogged.max(1);
+        own > 0 && self.inflight + bytes > self.cwnd.max(bytes) && own + bytes > share
     }
 
     /// When the pacer next lets a segment go (`now` if it would now).

@@ -1001,3 +1001,28 @@ fn zero_ms_rtt_samples_replace_a_stale_minimum() {
     rc.on_rtt(1, 20, 100, 0);
     assert_eq!(rc.min_rtt(), Some(100));
 }
+
+/// A conversation whose flight will never be acknowledged (its peer restarted) does not hold
+/// the others on the path to one segment per round trip: each may fill its even share of the
+/// in-flight cap.
+#[test]
+fn shared_path_dead_flight_does_not_starve_others() {
+    let path = PathControl::new(rc_cfg().mtu);
+    let mut dead = Kcp::new(1, &rc_cfg());
+    let mut live = Kcp::new(2, &rc_cfg());
+    dead.join_path(&path);
+    live.join_path(&path);
+    let data = vec![3u8; 400 * 1400];
+    dead.send(&data);
+    // The dead one fills the cap (initial window: 32 packets); nothing of it is acknowledged.
+    let d = flush(&mut dead, 0);
+    assert_eq!(d.len(), 32);
+    live.send(&data);
+    let mut sent = 0;
+    for now in 1..200u32 {
+        sent += flush(&mut live, now).len();
+    }
+    // Its share: half the cap (16 packets), not the single packet the exemption allows.
+    assert!(sent >= 15, "the live conversation sent {sent} packets");
+    assert!(sent <= 17, "beyond its share: {sent} packets");
+}
