@@ -388,7 +388,17 @@ impl RateControl {
         // clock's resolution: on a sub-ms path samples of 0 against a smoothed 1 were all
         // refused, and a stale minimum of 58 s from an outage stayed for good, pacing one
         // packet per 5 s: fuzz target kcp_shared.)
-        if srtt == 0 || u64::from(rtt) * 10 + 20 < u64::from(srtt) * 7 {
+        if srtt == 0 {
+            return;
+        }
+        if self.min_rtt != u32::MAX && u64::from(srtt) * 2 < u64::from(self.min_rtt) {
+            // The smoothed RTT is under half the "minimum": that minimum is stale (an outage
+            // made every sample of its window huge), and with it the pacing floor and the
+            // BDP. Start again from the smoothed RTT; samples refine it from there.
+            self.min_rtt = srtt;
+            self.min_rtt_next = srtt;
+        }
+        if u64::from(rtt) * 10 + 20 < u64::from(srtt) * 7 {
             return;
         }
         if std::mem::take(&mut self.min_rtt_tentative) {

@@ -995,6 +995,13 @@ fn zero_ms_rtt_samples_replace_a_stale_minimum() {
     assert_eq!(rc.min_rtt(), Some(58_584));
     rc.on_rtt(2, 0, 1, 0);
     assert_eq!(rc.min_rtt(), Some(0));
+    // After an outage the smoothed RTT falls back faster than 0-ms samples arrive: once it is
+    // under half the minimum, the minimum restarts from it.
+    let mut rc = rate::RateControl::new(1400);
+    rc.on_rtt(0, 59_933, 50_000, 0);
+    rc.on_rtt(1, 59_933, 59_000, 0);
+    rc.on_rtt(2, 0, 23, 0);
+    assert_eq!(rc.min_rtt(), Some(23));
     // A packet that skipped a 100 ms path's delay is still no sample.
     let mut rc = rate::RateControl::new(1400);
     rc.on_rtt(0, 100, 100, 0);
