@@ -313,10 +313,9 @@ impl RateControl {
         first: bool,
         app_limited: bool,
     ) -> TxStamp {
-        p.tokens = if self.pacing_rate().is_some() {
-            self.tokens_at(p, now) - bytes as f64
-        } else {
-            0.0
+        p.tokens = match self.share_rate() {
+            Some(rate) => self.debt_capped(rate, self.tokens_at(p, now) - bytes as f64),
+            None => 0.0,
         };
         p.last_refill = now;
         if self.inflight == 0 {
@@ -340,9 +339,17 @@ impl RateControl {
 
     /// An extra copy of `bytes` left (not a transmission of its own for the model).
     pub(super) fn charge(&self, p: &mut Pacer, bytes: usize) {
-        if self.pacing_rate().is_some() {
-            p.tokens -= bytes as f64;
+        if let Some(rate) = self.share_rate() {
+            p.tokens = self.debt_capped(rate, p.tokens - bytes as f64);
         }
+    }
+
+    /// Retransmissions are never held back, but they are charged; a storm of them (after an
+    /// outage every segment times out) could pile up a debt that holds new data for minutes
+    /// at a low rate (fuzz: kcp_model, 50 s). The debt stops at one minimum RTT of pacing.
+    fn debt_capped(&self, rate: f64, tokens: f64) -> f64 {
+        let rtt = f64::from(self.min_rtt.clamp(1, 60_000));
+        tokens.max(-(rate * rtt).max(self.burst(rate)))
     }
 
     // ------------------------------------------------------------------------ receiving
