@@ -82,18 +82,6 @@ fn profiles() -> Vec<Profile> {
     ]
 }
 
-/// kcptun-rs's defaults (config.rs): windows 2048, nodelay 1, interval 100, no fast resend.
-fn default_cfg(rc: bool) -> KcpConfig {
-    KcpConfig {
-        mtu: 1400 - 28 - 40,
-        sndwnd: 2048,
-        rcvwnd: 2048,
-        rate_control: rc,
-        dead_link: 1000,
-        ..KcpConfig::default()
-    }
-}
-
 /// The lab's fast3-like settings (bench/forwarders/kcptun-rs-fast3.json).
 fn fast3_cfg(rc: bool) -> KcpConfig {
     KcpConfig {
@@ -101,7 +89,7 @@ fn fast3_cfg(rc: bool) -> KcpConfig {
         rcvwnd: 2048,
         interval: 10,
         resend: 2,
-        ..default_cfg(rc)
+        ..sim::forwarder_defaults(rc)
     }
 }
 
@@ -172,7 +160,7 @@ fn goodput_and_efficiency_table() {
         .filter(|p| only.is_empty() || only.contains(p.name))
     {
         for (cname, mk) in [
-            ("default", default_cfg as fn(bool) -> KcpConfig),
+            ("default", sim::forwarder_defaults as fn(bool) -> KcpConfig),
             ("fast3", fast3_cfg),
         ] {
             // Off, on, and on with the path learnt by an earlier conversation (a fresh

@@ -7,20 +7,8 @@
 #[path = "common/sim.rs"]
 mod sim;
 
-use kcptun::kcp::{packet_conv, Kcp, KcpConfig, PathControl};
+use kcptun::kcp::{packet_conv, Kcp, PathControl};
 use sim::{Link, LinkConfig};
-
-/// kcptun-rs's defaults (config.rs), as in kcp_perf.
-fn cfg() -> KcpConfig {
-    KcpConfig {
-        mtu: 1400 - 28 - 40,
-        sndwnd: 2048,
-        rcvwnd: 2048,
-        rate_control: true,
-        dead_link: 1000,
-        ..KcpConfig::default()
-    }
-}
 
 fn pattern(flow: usize, off: u64) -> u8 {
     (off.wrapping_mul(31) ^ (flow as u64 * 0x9E37)) as u8
@@ -42,7 +30,7 @@ struct Outcome {
 /// ms; fairness and goodput measured over the last half. `shared`: the conversations share one
 /// rate controller, as the forwarder's conversations with one peer do.
 fn run(link: &LinkConfig, n: usize, secs: u64, stagger: u64, shared: bool, seed: u64) -> Outcome {
-    let cfg = cfg();
+    let cfg = sim::forwarder_defaults(true);
     let path = PathControl::new(cfg.mtu);
     let mut snd: Vec<Kcp> = (0..n).map(|i| Kcp::new(i as u32 + 1, &cfg)).collect();
     if shared {

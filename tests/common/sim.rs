@@ -8,7 +8,21 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use kcptun::kcp::Kcp;
+use kcptun::kcp::{Kcp, KcpConfig};
+
+/// kcptun-rs's KCP defaults (config.rs): mtu 1400 less IP/UDP and framing, windows 2048,
+/// nodelay 1, interval 100, no fast resend; `rate_control` as given. A dead link never ends
+/// a simulated transfer.
+pub fn forwarder_defaults(rate_control: bool) -> KcpConfig {
+    KcpConfig {
+        mtu: 1400 - 28 - 40,
+        sndwnd: 2048,
+        rcvwnd: 2048,
+        rate_control,
+        dead_link: 1000,
+        ..KcpConfig::default()
+    }
+}
 
 /// splitmix64: small, seedable, good enough for a simulator.
 #[derive(Clone)]
