@@ -13,9 +13,6 @@ use kcptun_rs_fuzz::{stream_byte, Input};
 use libfuzzer_sys::fuzz_target;
 
 const CONV: u32 = 0x0bad_cafe;
-/// The liveness check also for engines with rate control (its stalls are fixed: see
-/// `fuzz/regressions/kcp_model/`); the prefix property is checked in both modes regardless.
-const RC_LIVENESS: bool = true;
 /// Bytes one side may queue in one run: enough for several windows of small segments.
 const MAX_SEND: u64 = 256 * 1024;
 
@@ -156,9 +153,6 @@ fuzz_target!(|data: &[u8]| {
                 let _ = b.kcp.check(now);
             }
         }
-    }
-    if cfg.rate_control && !RC_LIVENESS {
-        return;
     }
     // Heal: a perfect network, 50 ms steps, until both streams are complete.
     for _ in 0..4000 {
