@@ -63,8 +63,9 @@ const TIMER_HTTP_BASE: usize = 8;
 /// Sends of one segment after which the conversation logs its state once (info).
 const STUCK_XMIT: u32 = 16;
 const TIMER_BASE: usize = TIMER_HTTP_BASE + http::MAX_CLIENTS;
-/// Peers whose path (rate control shared by their conversations) the loop keeps.
-const PATH_HINTS: usize = 4096;
+/// Peers whose path (rate control shared by their conversations) the loop keeps beyond the
+/// ones in use.
+const MAX_PATHS: usize = 4096;
 /// Conversations listed one per line in `/stats`.
 const STATS_ROWS: usize = 1000;
 
@@ -1064,7 +1065,7 @@ impl EventLoop {
                 Some(h) => PathControl::seeded(mtu, h),
                 None => PathControl::new(mtu),
             };
-        } else if self.paths.len() >= PATH_HINTS && !self.paths.contains_key(&peer) {
+        } else if self.paths.len() >= MAX_PATHS && !self.paths.contains_key(&peer) {
             // Bounded: forget the idle paths (the next conversations learn again).
             self.paths.retain(|_, p| p.handles() > 1);
         }

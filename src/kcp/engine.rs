@@ -428,9 +428,14 @@ impl Kcp {
                 )
             },
         );
+        let last_in = if self.stats.segs_recv == 0 {
+            "never".to_string()
+        } else {
+            format!("{} ms ago", diff(self.current, self.last_push_at))
+        };
         format!(
             "una {} nxt {} rcv_nxt {} queue {} flight {} rcv_buf {} rcv_queue {} rmt_wnd {} \
-             srtt {} rto {} segs in {} last in {} ms ago; oldest unacked: {oldest}; rc: {rc}",
+             srtt {} rto {} segs in {} last in {last_in}; oldest unacked: {oldest}; rc: {rc}",
             self.snd_una,
             self.snd_nxt,
             self.rcv_nxt,
@@ -442,7 +447,6 @@ impl Kcp {
             self.rx_srtt,
             self.rx_rto,
             self.stats.segs_recv,
-            diff(self.current, self.last_push_at)
         )
     }
 

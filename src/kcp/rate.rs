@@ -242,8 +242,8 @@ impl RateControl {
         self.inflight = self.inflight.saturating_sub(bytes);
     }
 
-    /// What this conversation learnt about the path: (bandwidth in bytes/ms, minimum RTT in
-    /// ms), once both are measured and the estimate is not from startup's first rounds.
+    /// What the model learnt about the path: (bandwidth in bytes/ms, minimum RTT in ms),
+    /// once both are measured and the estimate is not from startup's first rounds.
     pub(super) fn path(&self) -> Option<(f64, u32)> {
         let rtt = self.min_rtt()?;
         (self.bw > 0.0 && self.mode != Mode::Startup).then_some((self.bw, rtt))
@@ -384,19 +384,8 @@ impl RateControl {
     /// deviation (0 before the first sample).
     pub(super) fn on_rtt(&mut self, now: u32, rtt: u32, srtt: u32, rttvar: u32) {
         self.rttvar = rttvar;
-        // A sample under 70% of the smoothed RTT is a packet that skipped the path's delay
-        // (a link that reorders by letting some packets through early, as netem and the
-        // netlab emulator do): as the minimum it would shrink the BDP estimate and make
-        // every later round look queued (netlab `reorder`: min_rtt 20-23 ms on a 40-60 ms
-        // path, 4 Mbit/s of 100). Jitter within +-30% of the mean still counts. A real drop
-        // in the path's RTT pulls the smoothed RTT down within a few round trips, after which
-        // its samples count again.
-        // (The very first sample has nothing to be judged against. Two ms of slack for the
-        // clock's resolution: on a sub-ms path samples of 0 against a smoothed 1 were all
-        // refused, and a stale minimum of 58 s from an outage stayed for good, pacing one
-        // packet per 5 s: fuzz target kcp_shared.)
         if srtt == 0 {
-            return;
+            return; // the very first sample has nothing to be judged against
         }
         if self.min_rtt != u32::MAX && u64::from(srtt) * 2 < u64::from(self.min_rtt) {
             // The smoothed RTT is under half the "minimum": that minimum is stale (an outage
@@ -405,6 +394,15 @@ impl RateControl {
             self.min_rtt = srtt;
             self.min_rtt_next = srtt;
         }
+        // A sample under 70% of the smoothed RTT is a packet that skipped the path's delay
+        // (a link that reorders by letting some packets through early, as netem and the
+        // netlab emulator do): as the minimum it would shrink the BDP estimate and make
+        // every later round look queued (netlab `reorder`: min_rtt 20-23 ms on a 40-60 ms
+        // path, 4 Mbit/s of 100). Jitter within +-30% of the mean still counts. A real drop
+        // in the path's RTT pulls the smoothed RTT down within a few round trips, after which
+        // its samples count again. Two ms of slack for the clock's resolution: on a sub-ms
+        // path samples of 0 against a smoothed 1 were all refused, and a stale minimum of
+        // 58 s from an outage stayed for good, pacing one packet per 5 s (fuzz: kcp_shared).
         if u64::from(rtt) * 10 + 20 < u64::from(srtt) * 7 {
             return;
         }

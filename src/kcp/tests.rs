@@ -1036,3 +1036,24 @@ fn shared_path_dead_flight_does_not_starve_others() {
     assert!(sent >= 15, "the live conversation sent {sent} packets");
     assert!(sent <= 17, "beyond its share: {sent} packets");
 }
+
+/// The state line for a log says "never" for a conversation that has heard nothing from its
+/// peer (it printed a wrapped distance of about -3e8 ms), and the real distance after data.
+#[test]
+fn describe_says_when_the_peer_was_last_heard() {
+    let mut a = Kcp::new(CONV, &classic());
+    let mut b = Kcp::new(CONV, &classic());
+    assert!(
+        a.describe().contains("segs in 0 last in never;"),
+        "{}",
+        a.describe()
+    );
+    b.send(b"hello");
+    input_all(&mut a, 1000, &flush(&mut b, 1000));
+    flush(&mut a, 1250);
+    assert!(
+        a.describe().contains("segs in 1 last in 250 ms ago;"),
+        "{}",
+        a.describe()
+    );
+}
