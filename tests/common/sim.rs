@@ -62,6 +62,9 @@ pub struct LinkConfig {
     /// One-way delay and uniform jitter on top of it, in ms.
     pub delay: u64,
     pub jitter: u64,
+    /// Jitter never reorders (the netlab emulator's default `order=keep`): a packet leaves no
+    /// earlier than the one before it, so in a busy stream most wait for the slowest draw.
+    pub keep_order: bool,
     /// Bernoulli loss probability in the good state.
     pub loss: f64,
     /// Gilbert-Elliott burst loss: enter / leave the bad state per packet; loss while bad.
@@ -86,6 +89,7 @@ impl LinkConfig {
         LinkConfig {
             delay,
             jitter: 0,
+            keep_order: false,
             loss: 0.0,
             burst_enter: 0.0,
             burst_exit: 1.0,
@@ -112,6 +116,7 @@ impl LinkConfig {
         LinkConfig {
             delay: 1 + rng.below(80),
             jitter: rng.below(20),
+            keep_order: false,
             loss: [0.0, 0.01, 0.05, 0.15][rng.below(4) as usize],
             burst_enter: [0.0, 0.01, 0.03][rng.below(3) as usize],
             burst_exit: 0.3,
@@ -132,6 +137,8 @@ pub struct Link {
     bad: bool,
     /// When the bottleneck finishes serialising what it holds, in µs.
     busy_until_us: u64,
+    /// When the last packet is delivered (for `keep_order`), in ms.
+    last_at: u64,
     seq: u64,
     in_flight: BinaryHeap<Reverse<(u64, u64, Vec<u8>)>>,
     pub sent: u64,
@@ -145,6 +152,7 @@ impl Link {
             rng: Rng::new(seed),
             bad: false,
             busy_until_us: 0,
+            last_at: 0,
             seq: 0,
             in_flight: BinaryHeap::new(),
             sent: 0,
@@ -184,6 +192,10 @@ impl Link {
             let mut at = depart_us.div_ceil(1000) + c.delay;
             if c.jitter > 0 {
                 at += self.rng.below(c.jitter + 1);
+            }
+            if c.keep_order {
+                at = at.max(self.last_at);
+                self.last_at = at;
             }
             if self.rng.chance(c.reorder) {
                 at += c.reorder_extra;
