@@ -1059,8 +1059,8 @@ impl EventLoop {
         }
         let mtu = cfg.mtu;
         if let Some(idle) = self.paths.get_mut(&peer).filter(|p| p.handles() == 1) {
-            // Nobody uses the path: start again from what it knew, at half its rate and
-            // probing (it may have changed meanwhile, and the old model's rounds are stale).
+            // Nobody uses the path: start again from what it knew (rate, RTT, loss, the
+            // peer's window), cruising; the old model's rounds are stale.
             *idle = match idle.hint() {
                 Some(h) => PathControl::seeded(mtu, h),
                 None => PathControl::new(mtu),
@@ -1074,6 +1074,11 @@ impl EventLoop {
             .entry(peer)
             .or_insert_with(|| PathControl::new(mtu));
         kcp.join_path(path);
+        if let Some(rtt) = self.ping_rtt.filter(|_| Some(peer) == self.st.kcp_connect) {
+            // A path no conversation measured yet: the keepalive pings did (joining a
+            // measured path already set it from the path's minimum; this only raises it).
+            kcp.expect_rtt(rtt);
+        }
         kcp
     }
 

@@ -38,9 +38,11 @@ fn profiles() -> Vec<Profile> {
         },
         Profile {
             name: "bad",
+            // +-10 ms of jitter that keeps order, as the lab's emulator does by default.
             link: LinkConfig {
-                jitter: 10,
-                ..mk(95, 0.10, 2_500, 200)
+                jitter: 20,
+                keep_order: true,
+                ..mk(90, 0.10, 2_500, 200)
             },
             bytes: big * 1_000_000,
         },
@@ -187,9 +189,10 @@ fn goodput_and_efficiency_table() {
                     // transfers are short, so startup weighs more than in the lab's.
                     let (min_limit, min_eff) = match p.name {
                         "wan" | "reorder" => (0.80, 0.95),
-                        // Fresh: 62-68%. With a path hint learnt on this link: 14-20%, an
-                        // open problem (issue 7) that this floor only keeps from getting worse.
-                        "express" => (0.12, 0.75),
+                        // 72% fresh, 81% with a path hint (seed 7); over seeds 1-8 38-74%
+                        // and 42-82%. Before the minimum RTT resisted early packets the
+                        // hinted runs spiralled down to 7-20%.
+                        "express" => (0.35, 0.75),
                         "lossy" | "bursty" => (0.60, 0.92),
                         _ => (0.45, 0.75),
                     };

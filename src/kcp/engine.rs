@@ -35,6 +35,9 @@ const MAX_RECV_PAYLOAD: usize = 16 * 1024;
 /// reordering window later (RACK-like: time tells loss from reordering; see parse_fastack).
 /// 1 was measured worse on the simulated `bad` profile (10 % loss: 44 % vs 53 % of limit).
 const RC_FASTRESEND: u32 = 2;
+/// Rate control: the reordering window (ms) on a path not seen to reorder: the clock's
+/// resolution, and segments sent in the same ms may be acknowledged in any order.
+const REO_MIN: u32 = 2;
 /// Rate control: the send queue holds about one BDP, at least this many segments and at most
 /// half the send window (the session refills it every loop iteration, so it only has to
 /// bridge the gaps between refills; a larger one would only add memory).
@@ -67,12 +70,20 @@ fn diff(a: u32, b: u32) -> i32 {
     a.wrapping_sub(b) as i32
 }
 
-/// A path's bottleneck bandwidth (bytes of segments per ms) and minimum RTT (ms), as measured
-/// by one conversation's rate control; see [`Kcp::path_hint`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// What rate control learnt about a path, for the next conversations on it; see
+/// [`Kcp::path_hint`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PathHint {
+    /// Bottleneck bandwidth, bytes of segments per ms.
     pub bw: f64,
+    /// Minimum RTT, ms.
     pub min_rtt: u32,
+    /// Share of transmissions that were retransmissions (random loss made up for).
+    pub loss: f64,
+    /// Largest receive window the peer advertised, segments (0: not heard).
+    pub peer_wnd: u32,
+    /// The path was seen to reorder packets.
+    pub reordering: bool,
 }
 
 /// Rate control shared by the conversations on one path (the tunnel's conversations with one
@@ -91,11 +102,10 @@ impl PathControl {
         PathControl(Rc::new(RefCell::new(RateControl::new(mtu.max(50)))))
     }
 
-    /// A fresh path that starts from an earlier one's [`PathHint`] (at half its rate, still
-    /// probing).
+    /// A fresh path that starts from an earlier one's [`PathHint`] (at its rate, cruising).
     pub fn seeded(mtu: usize, hint: PathHint) -> PathControl {
         let p = PathControl::new(mtu);
-        p.0.borrow_mut().seed(hint.bw, hint.min_rtt);
+        p.0.borrow_mut().seed(hint);
         p
     }
 
@@ -106,13 +116,17 @@ impl PathControl {
 
     /// What the path's model knows (see [`Kcp::path_hint`]).
     pub fn hint(&self) -> Option<PathHint> {
-        let (bw, min_rtt) = self.0.borrow().path()?;
-        Some(PathHint { bw, min_rtt })
+        self.0.borrow().path()
     }
 
     /// Conversations on this path with data queued.
     pub fn backlogged(&self) -> usize {
         self.0.borrow().backlogged()
+    }
+
+    /// A packet on this path was seen to overtake another (the reordering window widens).
+    pub fn reorders(&self) -> bool {
+        self.0.borrow().reordering()
     }
 
     /// Bytes of first transmissions in flight on this path (all its conversations).
@@ -258,6 +272,9 @@ pub struct Kcp {
     /// it went out.
     tlp_base: u32,
     tlp_sent: bool,
+    /// Send time of the latest-sent segment acknowledged so far (rate control: an earlier
+    /// one acknowledged after it was overtaken, and the path reorders).
+    acked_ts: Option<u32>,
     /// When the last PUSH segment arrived (wrapping ms; diagnostics only).
     last_push_at: u32,
 
@@ -316,6 +333,7 @@ impl Kcp {
             busy_at: 0,
             tlp_base: 0,
             tlp_sent: true,
+            acked_ts: None,
             last_push_at: 0,
             stats: KcpStats::default(),
         };
@@ -418,7 +436,8 @@ impl Kcp {
             |rc| {
                 let rc = rc.get();
                 format!(
-                    "bw {:.1} B/ms min_rtt {:?} cwnd {} B inflight {} B (own {} B) backlogged {}",
+                    "{} bw {:.1} B/ms min_rtt {:?} cwnd {} B inflight {} B (own {} B) backlogged {}",
+                    rc.phase(),
                     rc.bw(),
                     rc.min_rtt(),
                     rc.cwnd(),
@@ -471,6 +490,35 @@ impl Kcp {
             return;
         }
         self.rc = Some(path.clone());
+        let (rtt, wnd) = {
+            let rc = path.0.borrow();
+            (rc.min_rtt(), rc.peer_wnd())
+        };
+        if let Some(rtt) = rtt {
+            self.expect_rtt(rtt);
+        }
+        self.expect_wnd(wnd);
+    }
+
+    /// Until the peer's first packet says otherwise, assume the receive window it advertised
+    /// on the same path before (ikcp assumes 128 segments: a 200 ms x 20 Mbit/s path then
+    /// carries a third of its BDP in the first round trip).
+    fn expect_wnd(&mut self, wnd: u32) {
+        if self.stats.pkts_in == 0 && wnd > self.rmt_wnd {
+            self.rmt_wnd = wnd;
+        }
+    }
+
+    /// What the path's RTT is known to be (from another conversation, or the client's
+    /// keepalive pings) before this conversation measured its own: the first RTO starts at
+    /// twice it, never below the usual initial 200 ms. On a 200 ms path that default fired
+    /// for the whole first flight, a round trip's worth of needless retransmissions.
+    pub fn expect_rtt(&mut self, rtt: u32) {
+        if self.rx_srtt == 0 && rtt > 0 {
+            let rto = u64::from(rtt) * 2;
+            let rto = rto.clamp(u64::from(self.rx_minrto), u64::from(self.rto_max)) as u32;
+            self.rx_rto = self.rx_rto.max(rto);
+        }
     }
 
     /// Leaves the path's rate control for good: this conversation's data in flight and its
@@ -499,12 +547,14 @@ impl Kcp {
         }
     }
 
-    /// A new conversation starts from an earlier one's [`PathHint`] (at half its rate, still
-    /// probing): bulk transfers on fresh connections skip most of startup. Ignored once data
-    /// has been acknowledged, or without rate control.
+    /// A new conversation starts from an earlier one's [`PathHint`] (at its rate, cruising,
+    /// with the peer's window): bulk transfers on fresh connections skip startup. Ignored
+    /// once data has been acknowledged, or without rate control.
     pub fn seed_path(&mut self, hint: PathHint) {
         if let Some(rc) = &self.rc {
-            rc.get().seed(hint.bw, hint.min_rtt);
+            rc.get().seed(hint);
+            self.expect_rtt(hint.min_rtt);
+            self.expect_wnd(hint.peer_wnd);
         }
     }
 
@@ -759,6 +809,10 @@ impl Kcp {
             return Err(InputError::Short);
         }
         let prev_una = self.snd_una;
+        // Rate control judges every RTT sample of a packet against the smoothed RTT from
+        // before it: a run of low samples (an ACK packet that skipped the path's delay) must
+        // not lower the bar for each other.
+        let srtt_before = self.rx_srtt;
         let mut maxack: Option<(u32, u32)> = None;
         let mut result = Ok(());
         let mut rest = data;
@@ -781,19 +835,25 @@ impl Kcp {
             rest = tail;
 
             self.rmt_wnd = u32::from(hdr.wnd);
-            self.parse_una(hdr.una);
+            // An ACK's own segment first, then its cumulative `una` (ikcp does the reverse;
+            // the state after both is the same): acknowledged by its own entry, a segment
+            // gives rate control an exact sample and shows whether it was overtaken.
+            if hdr.cmd != CMD_ACK {
+                self.parse_una(hdr.una);
+            }
             match hdr.cmd {
                 CMD_ACK => {
                     self.stats.acks_recv += 1;
                     let rtt = diff(self.current, hdr.ts);
                     if rtt >= 0 {
-                        let srtt = self.rx_srtt;
                         self.update_rtt(rtt as u32);
                         if let Some(rc) = &self.rc {
-                            rc.get().on_rtt(now, rtt as u32, srtt, self.rx_rttval);
+                            rc.get()
+                                .on_rtt(now, rtt as u32, srtt_before, self.rx_rttval);
                         }
                     }
                     self.parse_ack(hdr.sn, hdr.ts);
+                    self.parse_una(hdr.una);
                     // Conservative fast-ack: the ACK that counts is the one for the most
                     // recently sent segment, not merely the highest sn.
                     maxack = match maxack {
@@ -820,7 +880,7 @@ impl Kcp {
             self.parse_fastack(sn, ts);
         }
         if let Some(rc) = &self.rc {
-            rc.get().on_input_done(now);
+            rc.get().on_input_done(now, self.rmt_wnd);
         } else if diff(self.snd_una, prev_una) > 0 {
             self.on_ack_progress();
         }
@@ -882,8 +942,21 @@ impl Kcp {
             seg.acked = true;
             if let Some(rc) = &self.rc {
                 let bytes = OVERHEAD + seg.data.len();
-                rc.get()
-                    .on_acked(self.current, bytes, &seg.stamp, Some(ts), seg.xmit);
+                let mut rc = rc.get();
+                if seg.xmit > 1 && ts != seg.ts {
+                    // The ACK of an earlier copy: that copy arrived, late, and the
+                    // retransmission was not needed (it is no loss to make up for).
+                    rc.undo_resent(bytes);
+                } else if seg.xmit == 1 && ts == seg.ts {
+                    match self.acked_ts {
+                        // A first transmission acknowledged after one sent 2 ms or more
+                        // later (the clock's resolution): it was overtaken on the way.
+                        Some(latest) if diff(latest, ts) >= 2 => rc.note_reordering(),
+                        Some(latest) if diff(latest, ts) >= 0 => {}
+                        _ => self.acked_ts = Some(ts),
+                    }
+                }
+                rc.on_acked(self.current, bytes, &seg.stamp, Some(ts), seg.xmit);
                 self.rc_own = self.rc_own.saturating_sub(bytes);
                 (self.tlp_base, self.tlp_sent) = (self.current, false);
             }
@@ -894,20 +967,65 @@ impl Kcp {
         self.shrink_buf();
     }
 
+    /// Rate control: how much later a segment may arrive than one sent after it without
+    /// counting as lost (0 without rate control or before the first measurement). Like
+    /// RACK's, it stays small until the path has been seen to reorder: a quarter of the
+    /// minimum RTT on a path that keeps order only delays every repair (netlab `bad`: 50 ms
+    /// of each 250 ms repair round).
+    fn reorder_window(&self) -> u32 {
+        let Some(rc) = self.rc.as_ref().map(|rc| rc.get()) else {
+            return 0;
+        };
+        match rc.min_rtt() {
+            Some(rtt) if rc.reordering() => (rtt / 4).max(2 * self.rx_rttval).max(1),
+            Some(_) => REO_MIN,
+            None => 0,
+        }
+    }
+
+    /// Rate control: how long after its latest transmission an unacknowledged segment counts
+    /// as lost by time alone (RACK's timer: a smoothed RTT plus the reordering window), and
+    /// whether that holds for every segment (`true`) or only the oldest (`false`):
+    /// - every segment when nothing is queued: no later segment will leave whose ACK could
+    ///   show a loss (netlab `bad`: a lost retransmission among the last segments of a
+    ///   transfer held its end back by 600-900 ms, waiting for the RTO and its backoff);
+    /// - the oldest once the flight spans half the window: it holds the window, and a chain
+    ///   of losses of that one segment stalls the sender (netlab `bad`, windows of 2048: a
+    ///   segment lost five times in a row stopped a transfer for 0.4 s).
+    ///
+    /// Both kinds of retransmission go out in two copies: in the tail the link has room, and
+    /// a second loss of either costs the whole conversation another round trip.
+    fn lost_after(&self) -> Option<(u32, bool)> {
+        if self.rc.is_none() || self.rx_srtt == 0 {
+            return None;
+        }
+        // The timer also waits out the RTT's own swings (jitter need not reorder, and a queue
+        // grows faster than the smoothed RTT follows): a quarter of the minimum RTT at least.
+        let slack = self
+            .rc
+            .as_ref()
+            .and_then(|rc| rc.get().min_rtt())
+            .unwrap_or(0)
+            / 4;
+        let wait = self.rx_srtt + self.reorder_window().max(slack).max(2 * self.rx_rttval);
+        if self.snd_queue.is_empty() {
+            return Some((wait, true));
+        }
+        let span = self.snd_nxt.wrapping_sub(self.snd_una);
+        (span > self.send_window() / 2).then_some((wait, false))
+    }
+
     fn parse_fastack(&mut self, sn: u32, ts: u32) {
         if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
             return;
         }
         // Rate control: a later ACK counts only for segments sent a reordering window
-        // (a quarter of the minimum RTT) before the acknowledged one, so jitter that
-        // reorders packets does not look like loss.
+        // (on a path seen to reorder, a quarter of the minimum RTT) before the acknowledged
+        // one, so jitter that reorders packets does not look like loss.
         // On a jittery path packets overtake each other by up to the jitter's spread, so
         // the window is at least twice the RTT's mean deviation (netlab `reorder`, +-5 ms
         // each way: a quarter of min RTT alone retransmitted a third of all segments).
-        let reo = match self.rc.as_ref().and_then(|rc| rc.get().min_rtt()) {
-            Some(rtt) => (rtt / 4).max(2 * self.rx_rttval).max(1) as i32,
-            None => 0,
-        };
+        let reo = self.reorder_window() as i32;
         for seg in self.snd_buf.iter_mut() {
             if diff(sn, seg.sn) <= 0 {
                 break;
@@ -1101,12 +1219,17 @@ impl Kcp {
             }
             self.tlp_sent = true;
         }
+        let timer = self.lost_after();
+        let mut oldest = true;
         let nbuf = self.snd_buf.len();
         for i in 0..nbuf {
             let seg = &mut self.snd_buf[i];
             if seg.acked {
                 continue;
             }
+            // The lost-after timer covers this segment (see `lost_after`).
+            let timed = timer.filter(|&(_, all)| all || oldest).map(|(t, _)| t);
+            oldest = false;
             let mut dup = false;
             if seg.xmit == 0 {
                 dup = self.rc.is_some()
@@ -1146,7 +1269,10 @@ impl Kcp {
                 seg.resendts = now.wrapping_add(seg.rto);
                 lost = true;
                 self.stats.retrans_timeout += 1;
-            } else if seg.fastack >= resent && seg.xmit <= FASTACK_LIMIT {
+            } else if seg.xmit <= FASTACK_LIMIT
+                && (seg.fastack >= resent
+                    || timed.is_some_and(|t| diff(now, seg.ts.wrapping_add(t)) >= 0))
+            {
                 if let Some(rc) = &self.rc {
                     let bytes = OVERHEAD + seg.data.len();
                     seg.stamp = rc
@@ -1158,6 +1284,7 @@ impl Kcp {
                 seg.resendts = now.wrapping_add(seg.rto);
                 fast = true;
                 self.stats.retrans_fast += 1;
+                dup = timed.is_some();
             } else {
                 continue;
             }
@@ -1331,12 +1458,23 @@ impl Kcp {
             }
         }
         let resent = self.fastresend_threshold();
+        let timer = self.lost_after();
+        let mut oldest = true;
         for seg in self.snd_buf.iter().filter(|s| !s.acked) {
             if seg.xmit == 0 || (seg.fastack >= resent && seg.xmit <= FASTACK_LIMIT) {
                 return now;
             }
-            if diff(seg.resendts, deadline) < 0 {
-                deadline = seg.resendts;
+            let timed = timer.filter(|&(_, all)| all || oldest).map(|(t, _)| t);
+            oldest = false;
+            let mut at = seg.resendts;
+            if let Some(t) = timed.filter(|_| seg.xmit <= FASTACK_LIMIT) {
+                let lost_at = seg.ts.wrapping_add(t);
+                if diff(lost_at, at) < 0 {
+                    at = lost_at;
+                }
+            }
+            if diff(at, deadline) < 0 {
+                deadline = at;
             }
         }
         if diff(deadline, now) <= 0 {

@@ -49,12 +49,17 @@ pub struct KcpConfig {
     /// Stream mode (kcptun-libev always): writes are merged into full segments, `frg` is 0.
     pub stream: bool,
     /// Sender-side rate control (on by default; wire-neutral): paces new data at the
-    /// measured bottleneck rate, caps data in flight at about two bandwidth-delay products
-    /// (`nc` then no longer matters; `sndwnd` and the peer's window still bound the span in
-    /// flight, and with it the memory), keeps the send queue near one BDP, retransmits a
-    /// segment once two sent a reordering window (min RTT / 4) after it are acknowledged
-    /// (RACK-like, instead of `resend`), probes a lost tail after 1.25 RTT instead of waiting
-    /// for the RTO, and sends a small tail segment twice. Off = ikcp's behaviour exactly.
+    /// measured bottleneck rate, made up for the path's random loss, caps data in flight at
+    /// about two bandwidth-delay products (`nc` then no longer matters; `sndwnd` and the
+    /// peer's window still bound the span in flight, and with it the memory), keeps the send
+    /// queue near one BDP, retransmits a segment once two sent a reordering window after it
+    /// are acknowledged (RACK-like, instead of `resend`; 2 ms until the path is seen to
+    /// reorder, then min RTT / 4), resends by time (an RTT and a quarter of the minimum) the
+    /// segments nothing later can show lost (the tail of a transfer, and the oldest one when
+    /// it holds the window) in two copies, probes a lost tail after 1.25 RTT instead of
+    /// waiting for the RTO, and sends a small tail segment twice. New conversations start
+    /// from what the tunnel knows of the path (rate, RTT, loss, the peer's window). Off =
+    /// ikcp's behaviour exactly.
     pub rate_control: bool,
 }
 
