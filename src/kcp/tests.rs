@@ -1175,6 +1175,20 @@ fn next_push_of(k: &mut Kcp, from: u32, sn: u32, limit: u32) -> (u32, usize) {
     panic!("no retransmission of sn {sn} within {limit} ms");
 }
 
+/// `pkts` left `a` at `t0`; all but the one with segment `lost` reach `b` 50 ms later and
+/// its ACKs come back 50 ms after that. Returns how long after `t0` `a` resends `lost`,
+/// and in how many copies.
+fn lose_one(a: &mut Kcp, b: &mut Kcp, pkts: Vec<Vec<u8>>, lost: u32, t0: u32) -> (u32, usize) {
+    let kept: Vec<Vec<u8>> = pkts
+        .into_iter()
+        .filter(|p| !pushes(std::slice::from_ref(p)).contains(&lost))
+        .collect();
+    input_all(b, t0 + 50, &kept);
+    input_all(a, t0 + 100, &flush(b, t0 + 50));
+    let (at, copies) = next_push_of(a, t0 + 100, lost, 1000);
+    (at - t0, copies)
+}
+
 /// The last segment of a transfer is lost: nothing sent after it can show the loss, so time
 /// does (a smoothed RTT and a quarter of the minimum), in two copies, and not the RTO with
 /// its backoff (netlab `bad`: 600-900 ms lost at the end of a transfer).
@@ -1188,20 +1202,9 @@ fn a_lost_tail_segment_is_resent_after_a_round_trip_in_two_copies() {
     let pkts = flush(&mut a, t0);
     let sns = pushes(&pkts);
     assert_eq!(sns.len(), 3);
-    let lost = sns[2];
-    let kept: Vec<Vec<u8>> = pkts
-        .into_iter()
-        .filter(|p| !pushes(std::slice::from_ref(p)).contains(&lost))
-        .collect();
-    input_all(&mut b, t0 + 50, &kept);
-    input_all(&mut a, t0 + 100, &flush(&mut b, t0 + 50));
-    let (at, copies) = next_push_of(&mut a, t0 + 100, lost, 1000);
+    let (after, copies) = lose_one(&mut a, &mut b, pkts, sns[2], t0);
     // srtt 100 + a quarter of the minimum RTT (25) after it left; the RTO would be 200+.
-    assert!(
-        (t0 + 120..=t0 + 140).contains(&at),
-        "resent {} ms after",
-        at - t0
-    );
+    assert!((120..=140).contains(&after), "resent {after} ms after");
     assert_eq!(copies, 2);
 }
 
@@ -1231,19 +1234,8 @@ fn the_oldest_segment_is_rushed_when_it_holds_the_window() {
     let sns = pushes(&pkts);
     assert_eq!(sns.len(), 32, "the window's worth in flight");
     assert!(a.queued() > 0, "data still queued");
-    let lost = sns[0];
-    let kept: Vec<Vec<u8>> = pkts
-        .into_iter()
-        .filter(|p| !pushes(std::slice::from_ref(p)).contains(&lost))
-        .collect();
-    input_all(&mut b, t0 + 50, &kept);
-    input_all(&mut a, t0 + 100, &flush(&mut b, t0 + 50));
-    let (at, copies) = next_push_of(&mut a, t0 + 100, lost, 1000);
-    assert!(
-        (t0 + 120..=t0 + 140).contains(&at),
-        "resent {} ms after",
-        at - t0
-    );
+    let (after, copies) = lose_one(&mut a, &mut b, pkts, sns[0], t0);
+    assert!((120..=140).contains(&after), "resent {after} ms after");
     assert_eq!(copies, 2);
 }
 
