@@ -999,18 +999,23 @@ impl Kcp {
         if self.rc.is_none() || self.rx_srtt == 0 {
             return None;
         }
-        // The timer also waits out the RTT's own swings (jitter need not reorder, and a queue
-        // grows faster than the smoothed RTT follows): a quarter of the minimum RTT at least.
-        let slack = self
+        // The timer also waits out the RTT's own swings (jitter need not reorder): four mean
+        // deviations in the tail. Mid-transfer at least a quarter of the minimum RTT too:
+        // there a queue of our own grows faster than the smoothed RTT follows, and a
+        // needless resend costs the link, not only the tail's idle time.
+        let min_rtt = self
             .rc
             .as_ref()
             .and_then(|rc| rc.get().min_rtt())
-            .unwrap_or(0)
-            / 4;
-        let wait = self.rx_srtt + self.reorder_window().max(slack).max(2 * self.rx_rttval);
+            .unwrap_or(0);
+        let swing = self
+            .reorder_window()
+            .max(min_rtt / 16)
+            .max(4 * self.rx_rttval);
         if self.snd_queue.is_empty() {
-            return Some((wait, true));
+            return Some((self.rx_srtt + swing, true));
         }
+        let wait = self.rx_srtt + swing.max(min_rtt / 4);
         let span = self.snd_nxt.wrapping_sub(self.snd_una);
         (span > self.send_window() / 2).then_some((wait, false))
     }
