@@ -97,8 +97,7 @@ pub(super) struct RateControl {
     /// that skipped the path's delay does not hide a queue.
     round_min2_rtt: u32,
     round_rtt_samples: u32,
-    /// The minimum RTT came from a path hint: the first real measurement (a round's
-    /// second-smallest sample) replaces it.
+    /// The minimum RTT came from a path hint: this path's first two samples replace it.
     min_rtt_tentative: bool,
     /// The engine's RTT mean deviation: jitter widens what counts as a standing queue.
     rttvar: u32,
@@ -335,8 +334,8 @@ impl RateControl {
     /// Starts from what earlier conversations learnt about the same path, which nobody uses
     /// now: its rate (with its random loss made up for), cruising in probe-bandwidth. The
     /// first probe finds more room and the first queued round less. (Half the rate and
-    /// startup spent about a second of a 200 ms path finding the rate again: sim `bad`,
-    /// 8 MiB, 74% of the limit against 84%.)
+    /// startup spent about a second of a 200 ms path finding the rate again: sim `bad`, 74% of
+    /// the limit against 84%.)
     pub(super) fn seed(&mut self, hint: PathHint) {
         let PathHint {
             bw,
