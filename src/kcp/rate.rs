@@ -34,10 +34,6 @@ const QUEUE_MIN_MS: u32 = 3;
 /// from such a round cut the bandwidth estimate, the lower rate gave still fewer samples per
 /// round, and the estimate spiralled down (netlab `reorder`, 5 ms jitter: 4 Mbit/s of 100).
 const QUEUE_MIN_SAMPLES: u32 = 8;
-/// Standing-queue verdicts (each +2, a round without one -1) after which the minimum RTT is
-/// taken to be wrong and replaced by what the rounds show: 3 in a row, or steadily more
-/// than one round in three.
-const QUEUED_ROUNDS_MAX: u32 = 6;
 /// Random loss the pacing rate makes up for, at most (see `loss`): beyond this, loss is
 /// more likely the path's congestion than noise, and sending faster would feed it.
 const LOSS_COMP_MAX: f64 = 0.2;
@@ -131,8 +127,6 @@ pub(super) struct RateControl {
     peer_wnd: u32,
     /// A segment was seen to overtake another on this path (see `Kcp::reorder_window`).
     reordering: bool,
-    /// Queued rounds count 2, others -1: at `QUEUED_ROUNDS_MAX` the minimum RTT is wrong.
-    queued_rounds: u32,
 }
 
 /// One conversation's pacer: tokens of its share of the path's pacing rate. Kept per
@@ -185,7 +179,6 @@ impl RateControl {
             loss: 0.0,
             peer_wnd: 0,
             reordering: false,
-            queued_rounds: 0,
         }
     }
 
@@ -303,12 +296,6 @@ impl RateControl {
     /// A retransmission of `bytes` turned out needless (an earlier copy was acknowledged).
     pub(super) fn undo_resent(&mut self, bytes: usize) {
         self.round_resent = self.round_resent.saturating_sub(bytes as u64);
-    }
-
-    /// How many rounds were queued lately.
-    #[cfg(test)]
-    pub(super) fn queued_rounds(&self) -> u32 {
-        self.queued_rounds
     }
 
     /// Share of transmissions the pacing rate makes up for (see `loss`).
@@ -582,19 +569,6 @@ impl RateControl {
                     }
                     self.bw = avg;
                 }
-                // A queue of ours drains once the rate is cut. One that stands round after
-                // round is no queue but a minimum from packets that skipped the path's
-                // delay (a run of them, as one early ACK packet carries): against it every
-                // round looked queued and the rate spiralled down to 5% of the link (sim
-                // `express`). The path's floor is what the rounds keep showing.
-                self.queued_rounds += 2;
-                if self.queued_rounds >= QUEUED_ROUNDS_MAX && self.round_min2_rtt != u32::MAX {
-                    self.min_rtt = self.round_min2_rtt;
-                    self.min_rtt_next = self.min_rtt_next.max(self.min_rtt);
-                    self.queued_rounds = 0;
-                }
-            } else {
-                self.queued_rounds = self.queued_rounds.saturating_sub(1);
             }
             self.update_loss(queued);
             self.round_min_rtt = u32::MAX;

@@ -1318,25 +1318,3 @@ fn reordering_is_learnt_from_acks_that_overtake() {
     input_all(&mut a, t0 + 111, &ack1);
     assert!(path.reorders());
 }
-
-/// A minimum RTT from packets that skipped the path's delay makes every round look queued;
-/// each verdict cut the rate to what the round delivered, and it spiralled down to 5% of the
-/// link (sim `express`). Rounds that keep showing a higher floor replace the minimum.
-#[test]
-fn a_minimum_no_round_confirms_is_replaced() {
-    let mut rc = rate::RateControl::new(1400);
-    rc.seed(PathHint {
-        bw: 1400.0,
-        min_rtt: 40,
-        ..PathHint::default()
-    });
-    // A run of early samples (one early ACK packet) on a 40 ms path.
-    for now in 0..3 {
-        rc.on_rtt(now, 20, 25, 0);
-    }
-    assert_eq!(rc.min_rtt(), Some(20));
-    steady_flow(&mut rc, 3, 2000, 1000, 40);
-    assert_eq!(rc.min_rtt(), Some(40));
-    assert_eq!(rc.queued_rounds(), 0);
-    assert!(rc.bw() > 1300.0, "bw {:.0} B/ms of 1400", rc.bw());
-}
