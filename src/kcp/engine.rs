@@ -70,6 +70,14 @@ fn diff(a: u32, b: u32) -> i32 {
     a.wrapping_sub(b) as i32
 }
 
+/// When `seg` counts as lost by time alone, if the lost-after `timer` (see
+/// `Kcp::lost_after`) covers it: every segment, or only the `oldest` unacknowledged one; and
+/// never past the fast-retransmit limit (then the RTO and its backoff take over).
+fn timed_loss(timer: Option<(u32, bool)>, oldest: bool, seg: &Segment) -> Option<u32> {
+    let (wait, all) = timer?;
+    ((all || oldest) && seg.xmit <= FASTACK_LIMIT).then(|| seg.ts.wrapping_add(wait))
+}
+
 /// What rate control learnt about a path, for the next conversations on it; see
 /// [`Kcp::path_hint`].
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -125,7 +133,8 @@ impl PathControl {
     }
 
     /// A packet on this path was seen to overtake another (the reordering window widens).
-    pub fn reorders(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn reorders(&self) -> bool {
         self.0.borrow().reordering()
     }
 
@@ -1232,8 +1241,7 @@ impl Kcp {
             if seg.acked {
                 continue;
             }
-            // The lost-after timer covers this segment (see `lost_after`).
-            let timed = timer.filter(|&(_, all)| all || oldest).map(|(t, _)| t);
+            let lost_at = timed_loss(timer, oldest, seg);
             oldest = false;
             let mut dup = false;
             if seg.xmit == 0 {
@@ -1275,8 +1283,7 @@ impl Kcp {
                 lost = true;
                 self.stats.retrans_timeout += 1;
             } else if seg.xmit <= FASTACK_LIMIT
-                && (seg.fastack >= resent
-                    || timed.is_some_and(|t| diff(now, seg.ts.wrapping_add(t)) >= 0))
+                && (seg.fastack >= resent || lost_at.is_some_and(|at| diff(now, at) >= 0))
             {
                 if let Some(rc) = &self.rc {
                     let bytes = OVERHEAD + seg.data.len();
@@ -1289,7 +1296,7 @@ impl Kcp {
                 seg.resendts = now.wrapping_add(seg.rto);
                 fast = true;
                 self.stats.retrans_fast += 1;
-                dup = timed.is_some();
+                dup = lost_at.is_some();
             } else {
                 continue;
             }
@@ -1469,15 +1476,13 @@ impl Kcp {
             if seg.xmit == 0 || (seg.fastack >= resent && seg.xmit <= FASTACK_LIMIT) {
                 return now;
             }
-            let timed = timer.filter(|&(_, all)| all || oldest).map(|(t, _)| t);
-            oldest = false;
             let mut at = seg.resendts;
-            if let Some(t) = timed.filter(|_| seg.xmit <= FASTACK_LIMIT) {
-                let lost_at = seg.ts.wrapping_add(t);
+            if let Some(lost_at) = timed_loss(timer, oldest, seg) {
                 if diff(lost_at, at) < 0 {
                     at = lost_at;
                 }
             }
+            oldest = false;
             if diff(at, deadline) < 0 {
                 deadline = at;
             }

@@ -551,7 +551,7 @@ impl RateControl {
             // enough evidence, a whole one may already overflow a one-BDP buffer.
             let base = self.min_rtt().unwrap_or(u32::MAX);
             let half = now.wrapping_sub(self.round_start_time) as i32 > (base / 2) as i32;
-            queued = half && self.round_queued(base);
+            queued = half && self.round_queued();
         }
         if s.delivered >= self.next_round_delivered {
             self.next_round_delivered = self.delivered;
@@ -559,7 +559,7 @@ impl RateControl {
             round_start = true;
             // A standing queue the whole round: some of it is ours, and the rate at which
             // the round delivered is the bottleneck's (it never ran dry).
-            if queued || self.round_queued(self.min_rtt().unwrap_or(u32::MAX)) {
+            if queued || self.round_queued() {
                 queued = true;
                 let dt = now.wrapping_sub(self.round_start_time).max(1);
                 let avg = (self.delivered - self.round_start_delivered) as f64 / f64::from(dt);
@@ -600,11 +600,7 @@ impl RateControl {
     /// until the standing-queue check cut the rate (netlab `bad`: +100 ms in 1.5 s, and
     /// every repair slower by as much). Rounds without a queue bring it back.
     fn update_loss(&mut self, queued: bool) {
-        let base = self.min_rtt().unwrap_or(u32::MAX);
-        let light = self.round_min2_rtt != u32::MAX
-            && self.round_rtt_samples >= QUEUE_MIN_SAMPLES
-            && base != u32::MAX
-            && self.round_min2_rtt > base + (base / 8).max(QUEUE_MIN_MS);
+        let light = self.round_floor_over(|base| (base / 8).max(QUEUE_MIN_MS));
         if queued {
             self.loss /= 2.0;
         } else if light {
@@ -620,11 +616,19 @@ impl RateControl {
         self.round_resent = 0;
     }
 
-    fn round_queued(&self, base: u32) -> bool {
+    fn round_queued(&self) -> bool {
+        self.round_floor_over(|base| (base / 4).max(QUEUE_MIN_MS).max(4 * self.rttvar))
+    }
+
+    /// The round's RTT floor (its second-smallest of at least `QUEUE_MIN_SAMPLES` samples)
+    /// stood more than `margin(minimum RTT)` over the minimum.
+    fn round_floor_over(&self, margin: impl Fn(u32) -> u32) -> bool {
+        let Some(base) = self.min_rtt() else {
+            return false;
+        };
         self.round_min2_rtt != u32::MAX
             && self.round_rtt_samples >= QUEUE_MIN_SAMPLES
-            && base != u32::MAX
-            && self.round_min2_rtt > base + (base / 4).max(QUEUE_MIN_MS).max(4 * self.rttvar)
+            && self.round_min2_rtt > base.saturating_add(margin(base))
     }
 
     fn update_bw(&mut self, rate: f64) {
