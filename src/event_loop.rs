@@ -706,11 +706,15 @@ impl EventLoop {
         }
         let before = kcp_movement(&sess.kcp);
         let heard_before = (sess.kcp.stats().acks_recv, sess.kcp.rcv_nxt());
+        let window_was_shut = sess.kcp.remote_wnd() == 0;
         if sess.kcp.input(now32, p).is_err() {
             self.out.stats.drop_malformed += 1;
             return;
         }
-        if kcp_movement(&sess.kcp) != before {
+        // A window that reopens is progress too: the linger timer must not take the seconds
+        // a slow reader kept it shut as the peer's silence (that reset a half-closed upload
+        // just as its target read on, with the tail still queued).
+        if kcp_movement(&sess.kcp) != before || (window_was_shut && sess.kcp.remote_wnd() > 0) {
             sess.kcp_progress(self.now);
         }
         if from_server && (sess.kcp.stats().acks_recv, sess.kcp.rcv_nxt()) != heard_before {
