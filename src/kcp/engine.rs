@@ -286,6 +286,14 @@ pub struct Kcp {
     acked_ts: Option<u32>,
     /// When the last PUSH segment arrived (wrapping ms; diagnostics only).
     last_push_at: u32,
+    /// ACK hold (`set_ack_hold`): how long ACKs may wait for a reply to ride along (ms, 0 =
+    /// never), since when they wait, whether the newest in-order segment was shorter than
+    /// the MSS (the end of a message: a reply may follow), and whether a pending ACK tells
+    /// of a hole (a segment out of order, or one that filled a gap): that goes at once.
+    ack_hold: u32,
+    ack_held_since: Option<u32>,
+    rcv_last_short: bool,
+    ack_now: bool,
 
     stats: KcpStats,
 }
@@ -344,6 +352,10 @@ impl Kcp {
             tlp_sent: true,
             acked_ts: None,
             last_push_at: 0,
+            ack_hold: 0,
+            ack_held_since: None,
+            rcv_last_short: false,
+            ack_now: false,
             stats: KcpStats::default(),
         };
         kcp.set_nodelay(cfg.nodelay, cfg.interval, cfg.resend, cfg.nc);
@@ -381,6 +393,36 @@ impl Kcp {
     pub fn set_rto_max(&mut self, rto_max: u32) {
         self.rto_max = rto_max.clamp(self.rx_minrto, SEG_RTO_CAP);
         self.rx_rto = self.rx_rto.min(self.rto_max);
+    }
+
+    /// Lets ACKs wait up to `ms` for a reply to carry them, when that is all there is to
+    /// send and the data they acknowledge ended a message (0, the default and ikcp's
+    /// behaviour: every flush sends its ACKs). A request/response exchange then costs one
+    /// datagram each way instead of two: on a path whose jitter keeps packet order, the
+    /// reply sent just behind a lone ACK arrives at the later of two delays (netlab `bad`,
+    /// +/-10 ms: +4 ms at the median, each way). The peer sees round trips up to `ms` longer
+    /// for such messages; bulk data (full segments), holes, window probes and anything of
+    /// our own in flight are acknowledged at once.
+    pub fn set_ack_hold(&mut self, ms: u32) {
+        self.ack_hold = ms;
+    }
+
+    /// While ACKs are held: when they go out at the latest. `None` when nothing is held,
+    /// or the ACKs pending must go now.
+    fn ack_release(&self) -> Option<u32> {
+        let quiet = self.ack_hold > 0
+            && !self.ack_now
+            && self.rcv_last_short
+            && self.rcv_buf.is_empty()
+            && self.snd_queue.is_empty()
+            && self.nsnd_buf == 0
+            && self.probe == 0
+            && self.rmt_wnd != 0;
+        if !quiet || self.acklist.is_empty() {
+            return None;
+        }
+        let since = self.ack_held_since.unwrap_or(self.current);
+        Some(since.wrapping_add(self.ack_hold))
     }
 
     pub fn conv(&self) -> u32 {
@@ -792,6 +834,7 @@ impl Kcp {
                 _ => break,
             }
             if let Some(seg) = self.rcv_buf.pop_front() {
+                self.rcv_last_short = seg.data.len() < self.mss;
                 self.rcv_bytes += seg.data.len();
                 self.rcv_queue.push_back(seg);
                 self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
@@ -1064,6 +1107,9 @@ impl Kcp {
             return; // duplicate of delivered data: ACK only
         }
         let off = sn.wrapping_sub(self.rcv_nxt);
+        if off != 0 || !self.rcv_buf.is_empty() {
+            self.ack_now = true; // out of order, or filling a gap: the sender waits on it
+        }
         // rcv_buf is sorted; in-order arrival (the common case) appends.
         let pos = self
             .rcv_buf
@@ -1165,6 +1211,17 @@ impl Kcp {
         }
         if !self.acklist.is_empty() || self.nsnd_buf > 0 || !self.snd_queue.is_empty() {
             self.busy_at = now;
+        }
+        match self.ack_release() {
+            Some(at) if diff(at, now) > 0 => {
+                // Held for a reply; there is nothing else to send (see `ack_release`).
+                self.ack_held_since.get_or_insert(now);
+                return;
+            }
+            _ => {
+                self.ack_held_since = None;
+                self.ack_now = false;
+            }
         }
         let mut pkt = std::mem::take(&mut self.buffer);
         pkt.clear();
@@ -1424,10 +1481,17 @@ impl Kcp {
     /// a burst, the moment to give free buffers back), else `now + IDLE_CHECK` (idle costs
     /// no wakeups).
     pub fn check(&self, now: u32) -> u32 {
-        if !self.acklist.is_empty() || self.probe != 0 {
+        if self.probe != 0 {
             return now;
         }
         let mut deadline = now.wrapping_add(IDLE_CHECK);
+        if !self.acklist.is_empty() {
+            match self.ack_release() {
+                // Held (by a flush, or about to be: the hold starts at the next flush).
+                Some(at) if self.ack_held_since.is_some() && diff(at, now) > 0 => deadline = at,
+                _ => return now,
+            }
+        }
         if self.rmt_wnd == 0 {
             if self.probe_wait == 0 {
                 return now; // the probe timer starts at the next flush

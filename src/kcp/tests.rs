@@ -303,6 +303,50 @@ fn receiver_acks_every_push_with_its_ts() {
     assert!(b.is_idle());
 }
 
+#[test]
+fn acks_wait_briefly_for_a_reply_to_a_message() {
+    let mut b = Kcp::new(CONV, &classic());
+    b.set_ack_hold(2);
+    let seen = |pkts: &[Vec<u8>]| -> Vec<(u8, u32, u32)> {
+        headers(pkts, ByteOrder::Big)
+            .iter()
+            .map(|h| (h.cmd, h.sn, h.ts))
+            .collect()
+    };
+    // A short message: its ACK waits, and the reply carries it, in one packet.
+    b.input(10, &seg(CMD_PUSH, 0, 7, 0, 128, b"ping")).unwrap();
+    assert!(flush(&mut b, 10).is_empty(), "the ACK waits for a reply");
+    assert_eq!((b.check(10), b.check(11)), (12, 12));
+    assert_eq!(recv_all(&mut b), b"ping");
+    b.send(b"pong");
+    let pkts = flush(&mut b, 11);
+    assert_eq!(pkts.len(), 1, "ACK and reply share a packet");
+    assert_eq!(seen(&pkts), [(CMD_ACK, 0, 7), (CMD_PUSH, 0, 11)]);
+
+    // No reply: the ACK leaves alone when the hold is over.
+    b.input(300, &seg(CMD_ACK, 0, 11, 1, 128, &[])).unwrap();
+    b.input(300, &seg(CMD_PUSH, 1, 8, 1, 128, b"ping")).unwrap();
+    assert!(flush(&mut b, 300).is_empty());
+    assert!(flush(&mut b, 301).is_empty());
+    assert_eq!(b.check(301), 302);
+    assert_eq!(seen(&flush(&mut b, 302)), [(CMD_ACK, 1, 8)]);
+
+    // Acknowledged at once: a full segment (bulk data), a hole, data of ours in flight.
+    b.input(400, &seg(CMD_PUSH, 2, 9, 1, 128, &vec![0; b.mss()]))
+        .unwrap();
+    assert_eq!(b.check(400), 400);
+    assert_eq!(seen(&flush(&mut b, 400)), [(CMD_ACK, 2, 9)]);
+    b.input(410, &seg(CMD_PUSH, 4, 10, 1, 128, b"x")).unwrap();
+    assert_eq!(seen(&flush(&mut b, 410)), [(CMD_ACK, 4, 10)]);
+    b.input(420, &seg(CMD_PUSH, 3, 11, 1, 128, b"x")).unwrap();
+    assert_eq!(b.check(420), 420, "the hole filled: the ACK tells at once");
+    assert_eq!(seen(&flush(&mut b, 420)), [(CMD_ACK, 3, 11)]);
+    b.send(b"data");
+    assert_eq!(seen(&flush(&mut b, 430)), [(CMD_PUSH, 1, 430)]);
+    b.input(440, &seg(CMD_PUSH, 5, 12, 1, 128, b"x")).unwrap();
+    assert_eq!(seen(&flush(&mut b, 440)), [(CMD_ACK, 5, 12)]);
+}
+
 // ========================================================================== RTO and backoff
 
 fn retransmit_times(nodelay: u32) -> Vec<u32> {
