@@ -655,6 +655,28 @@ fn thousand_active_connections_share_fairly() {
         crss
     );
 
+    let starved: Vec<usize> = (0..ACTIVE_CONNS)
+        .filter(|&i| got[i] == at_start[i])
+        .collect();
+    if !starved.is_empty() {
+        // For the post-mortem: both ends' state while the starved connections still exist.
+        let dir = std::env::temp_dir();
+        for (name, http_addr) in [("server", shttp), ("client", chttp)] {
+            for path in ["/stats", "/metrics"] {
+                let (_, body) = http(http_addr, "GET", path);
+                let file = dir.join(format!("scale-{name}{}.txt", path.replace('/', "-")));
+                std::fs::write(&file, body).unwrap();
+                println!("starved: wrote {}", file.display());
+            }
+        }
+        let show: Vec<String> = starved
+            .iter()
+            .take(20)
+            .map(|&i| format!("#{i} ({} B before)", at_start[i]))
+            .collect();
+        println!("starved connections (first 20): {}", show.join(", "));
+    }
+
     let t = Instant::now();
     drop(conns);
     let (so, co) = wait_open(shttp, chttp, 0.0, Duration::from_secs(60));
