@@ -24,6 +24,8 @@ const CWND_GAIN: f64 = 2.0;
 const BW_ROUNDS: usize = 10;
 /// The minimum RTT is the smallest sample of the last this many ms.
 const MIN_RTT_WINDOW: u32 = 10_000;
+/// A smoothed RTT under half the minimum replaces it after this many samples in a row.
+const LOW_SRTT_SAMPLES: u32 = 8;
 /// Startup ends after this many round trips without 25 % bandwidth growth.
 const FULL_BW_ROUNDS: u32 = 3;
 /// A round whose smallest RTT exceeds the minimum by a quarter of it (and at least this many
@@ -86,6 +88,8 @@ pub(super) struct RateControl {
     min_rtt_next: u32,
     /// The previous plausible RTT sample.
     last_rtt: Option<u32>,
+    /// Consecutive samples whose smoothed RTT stood under half the minimum.
+    low_srtt_samples: u32,
     /// Smallest RTT sample of the current round, and the delivery at its start: a round
     /// whose every sample is well above the minimum means a standing queue of our making.
     round_min_rtt: u32,
@@ -99,6 +103,10 @@ pub(super) struct RateControl {
     rttvar: u32,
     round_start_delivered: u64,
     round_start_time: u32,
+    /// The current round began with data in flight, so its average delivery rate is the
+    /// path's. Not so for the first round after the pipe ran empty (or of a new model): its
+    /// start is the last round boundary, maybe minutes ago, and its first flight was small.
+    round_busy: bool,
 
     round: u64,
     next_round_delivered: u64,
@@ -155,6 +163,7 @@ impl RateControl {
             min_rtt_stamp: 0,
             min_rtt_next: u32::MAX,
             last_rtt: None,
+            low_srtt_samples: 0,
             round_min_rtt: u32::MAX,
             round_min2_rtt: u32::MAX,
             round_rtt_samples: 0,
@@ -162,6 +171,7 @@ impl RateControl {
             rttvar: 0,
             round_start_delivered: 0,
             round_start_time: 0,
+            round_busy: false,
             round: 0,
             next_round_delivered: 0,
             mode: Mode::Startup,
@@ -407,6 +417,7 @@ impl RateControl {
         if self.inflight == 0 {
             self.first_sent_time = now;
             self.delivered_time = now;
+            self.round_busy = false;
         }
         if first {
             self.inflight += bytes;
@@ -479,9 +490,20 @@ impl RateControl {
         if self.min_rtt != u32::MAX && u64::from(srtt) * 2 < u64::from(self.min_rtt) {
             // The smoothed RTT is under half the "minimum": that minimum is stale (an outage
             // made every sample of its window huge), and with it the pacing floor and the
-            // BDP. Start again from the smoothed RTT; samples refine it from there.
-            self.min_rtt = srtt;
-            self.min_rtt_next = srtt;
+            // BDP. Start again from the smoothed RTT; samples refine it from there. Only
+            // once it has held for `LOW_SRTT_SAMPLES` samples in a row: a new conversation's
+            // smoothed RTT is its first sample or two, and one packet that skipped the
+            // path's delay made it 21-29 ms on a 45-60 ms path; as the shared path's minimum
+            // that made every round look queued and cut the rate of all conversations on it
+            // (netlab `reorder`: 8 downloads at 2.3-3.2 of 100 Mbit/s for 12 s).
+            self.low_srtt_samples += 1;
+            if self.low_srtt_samples >= LOW_SRTT_SAMPLES {
+                self.min_rtt = srtt;
+                self.min_rtt_next = srtt;
+                self.low_srtt_samples = 0;
+            }
+        } else {
+            self.low_srtt_samples = 0;
         }
         // A sample under 70% of the smoothed RTT is a packet that skipped the path's delay
         // (a link that reorders by letting some packets through early, as netem and the
@@ -546,7 +568,19 @@ impl RateControl {
         }
         let mut round_start = false;
         let mut queued = false;
-        if self.mode == Mode::Startup {
+        // A queue seen by app-limited traffic (a few small messages behind the other
+        // direction's bulk, or behind the peer's paced answers) is not ours, and the round's
+        // delivery rate says nothing about the bottleneck: a round of eight requests that
+        // looked queued cut the estimate to their few hundred bytes per round trip, and the
+        // next bulk transfer on the path started at the pacing floor and took seconds to
+        // find the rate again (netlab `reorder`: an upload at 10 of 100 Mbit/s, ramping
+        // for 3 s).
+        // Nor is a round that did not run busy from its start (see `round_busy`): a
+        // seeded model's first round "began" at time 0, and its average over the process's
+        // uptime cut the estimate of a fresh download to 157 B/ms (netlab `reorder`: 1.8
+        // Mbit/s of 100 for 10 s, then the next transfers ramping up for seconds).
+        let judged = !s.app_limited && self.round_busy;
+        if self.mode == Mode::Startup && judged {
             // Startup doubles the flight each round: half a round of a standing queue is
             // enough evidence, a whole one may already overflow a one-BDP buffer.
             let base = self.min_rtt().unwrap_or(u32::MAX);
@@ -559,7 +593,7 @@ impl RateControl {
             round_start = true;
             // A standing queue the whole round: some of it is ours, and the rate at which
             // the round delivered is the bottleneck's (it never ran dry).
-            if queued || self.round_queued() {
+            if judged && (queued || self.round_queued()) {
                 queued = true;
                 let dt = now.wrapping_sub(self.round_start_time).max(1);
                 let avg = (self.delivered - self.round_start_delivered) as f64 / f64::from(dt);
@@ -576,6 +610,7 @@ impl RateControl {
             self.round_rtt_samples = 0;
             self.round_start_delivered = self.delivered;
             self.round_start_time = now;
+            self.round_busy = self.inflight > 0;
         }
         let send_elapsed = s.sent.wrapping_sub(s.first_sent) as i32;
         let ack_elapsed = now.wrapping_sub(s.delivered_time) as i32;
