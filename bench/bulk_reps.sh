@@ -8,9 +8,11 @@
 #   bench/bulk_reps.sh bad get 6                  # 6 x 8 MiB downloads on `bad`
 #   KCPTUN_BIN=/tmp/old/kcptun-rs bench/bulk_reps.sh bad put 6 8388608
 #   CAPTURE=1 bench/bulk_reps.sh bad get 3        # also pcaps of both ends (OUT/{cli,srv}.pcap)
+#   FWD_DEF=bench/forwarders/kcptun-rs-fast3.json LOGLEVEL=4 bench/bulk_reps.sh reorder put 6
 #
 # Arguments: PROFILE DIR(get|put) REPS [BYTES, default 8 MiB]. Environment: OUT (run
-# directory, default /tmp/bulk-reps-DATE), KCPTUN_BIN, CAPTURE, and lab_common.sh's.
+# directory, default /tmp/bulk-reps-DATE), KCPTUN_BIN, CAPTURE, FWD_DEF (a netlab forwarder
+# definition or partial config instead of the defaults), LOGLEVEL (3), and lab_common.sh's.
 set -euo pipefail
 source "$(dirname "$0")/lab_common.sh"
 if [ -z "${LAB_LOCKED:-}" ]; then
@@ -25,7 +27,7 @@ PROFILE=$1 DIR=$2 REPS=$3 BYTES=${4:-$((8 << 20))}
 TTOOL=$NETLAB_DIR/ttool.py
 lab_up "$PROFILE"
 lab_start TT srv "$OUT/ttool.log" python3 "$TTOOL" server --port 5201 --preload "$BYTES"
-lab_configs "$OUT" 127.0.0.1:5201 "" 3
+lab_configs "$OUT" 127.0.0.1:5201 "${FWD_DEF:-}" "${LOGLEVEL:-3}"
 lab_start S srv "$OUT/server.log" "$KCPTUN_BIN" -c "$OUT/server.json"
 sleep 0.3
 lab_start C cli "$OUT/client.log" "$KCPTUN_BIN" -c "$OUT/client.json"

@@ -1536,7 +1536,11 @@ impl EventLoop {
                 sess.kcp.update(now32, |pkt| out.send(pkt, mtu, &peer));
             }
             if sess.is_done() {
-                debug!("conv {:#010x}: closed", sess.conv);
+                debug!(
+                    "conv {:#010x}: closed (kcp: {})",
+                    sess.conv,
+                    sess.kcp.describe()
+                );
                 self.close(slot, Close::Done);
             }
             self.reschedule(slot);
