@@ -29,6 +29,8 @@ impl Side {
     fn new(conv: u32, cfg: &KcpConfig, path: &PathControl, base: u64) -> Side {
         let mut kcp = Kcp::new(conv, cfg);
         kcp.join_path(path);
+        // As the event loop sets it: ACKs of short messages may wait 2 ms for a reply.
+        kcp.set_ack_hold(2);
         Side {
             kcp,
             sent: 0,
