@@ -1141,17 +1141,30 @@ fn steady_flow(rc: &mut rate::RateControl, start: u32, ms: u32, resend_every: u3
     }
 }
 
-/// The pacing rate makes up for random loss: the bandwidth estimate counts what arrived, so
-/// pacing at it alone left the bottleneck idle for the lost share (netlab `bad`, 10% loss:
-/// 92% of the link carried). Our own standing queue takes the compensation away again.
-#[test]
-fn pacing_makes_up_for_random_loss_but_not_for_a_queue() {
+/// A model seeded at 1400 B/ms and a minimum RTT of 100 ms.
+fn seeded_model() -> rate::RateControl {
     let mut rc = rate::RateControl::new(1400);
     rc.seed(PathHint {
         bw: 1400.0,
         min_rtt: 100,
         ..PathHint::default()
     });
+    rc
+}
+
+/// [`seeded_model`] after 3 s of a lossless steady flow at 100 ms.
+fn after_bulk() -> rate::RateControl {
+    let mut rc = seeded_model();
+    steady_flow(&mut rc, 0, 3000, 1000, 100);
+    rc
+}
+
+/// The pacing rate makes up for random loss: the bandwidth estimate counts what arrived, so
+/// pacing at it alone left the bottleneck idle for the lost share (netlab `bad`, 10% loss:
+/// 92% of the link carried). Our own standing queue takes the compensation away again.
+#[test]
+fn pacing_makes_up_for_random_loss_but_not_for_a_queue() {
+    let mut rc = seeded_model();
     // 10% of transmissions are retransmissions, no queue: about 0.1 after 5 s (50 rounds).
     steady_flow(&mut rc, 0, 5000, 10, 100);
     let loss = rc.loss();
@@ -1188,13 +1201,7 @@ fn pacing_makes_up_for_random_loss_but_not_for_a_queue() {
 /// at 10 of 100 Mbit/s, ramping for 3 s).
 #[test]
 fn app_limited_rounds_keep_the_bandwidth_estimate() {
-    let mut rc = rate::RateControl::new(1400);
-    rc.seed(PathHint {
-        bw: 1400.0,
-        min_rtt: 100,
-        ..PathHint::default()
-    });
-    steady_flow(&mut rc, 0, 3000, 1000, 100);
+    let mut rc = after_bulk();
     let bw = rc.bw();
     assert!(bw > 1000.0, "bulk estimate {bw:.0} B/ms");
     // Twelve 100-byte requests at a time, answered 150-161 ms later: every round of them
@@ -1226,13 +1233,7 @@ fn app_limited_rounds_keep_the_bandwidth_estimate() {
 /// time 0).
 #[test]
 fn the_first_round_after_idle_keeps_the_bandwidth_estimate() {
-    let mut rc = rate::RateControl::new(1400);
-    rc.seed(PathHint {
-        bw: 1400.0,
-        min_rtt: 100,
-        ..PathHint::default()
-    });
-    steady_flow(&mut rc, 0, 3000, 1000, 100);
+    let mut rc = after_bulk();
     rc.forget_inflight(rc.inflight());
     let bw = rc.bw();
     assert!(bw > 1000.0, "bulk estimate {bw:.0} B/ms");
