@@ -86,8 +86,9 @@ pub(super) struct RateControl {
     min_rtt_stamp: u32,
     /// Smallest sample since `min_rtt_stamp`'s window started: the next window's estimate.
     min_rtt_next: u32,
-    /// The previous plausible RTT sample.
+    /// The smallest plausible RTT sample of the previous input packet, and of this one.
     last_rtt: Option<u32>,
+    packet_min_rtt: u32,
     /// Consecutive samples whose smoothed RTT stood under half the minimum.
     low_srtt_samples: u32,
     /// Smallest RTT sample of the current round, and the delivery at its start: a round
@@ -163,6 +164,7 @@ impl RateControl {
             min_rtt_stamp: 0,
             min_rtt_next: u32::MAX,
             last_rtt: None,
+            packet_min_rtt: u32::MAX,
             low_srtt_samples: 0,
             round_min_rtt: u32::MAX,
             round_min2_rtt: u32::MAX,
@@ -517,11 +519,14 @@ impl RateControl {
         if u64::from(rtt) * 10 + 20 < u64::from(srtt) * 7 {
             return;
         }
-        // The minimum moves by pairs of consecutive samples (the larger of the two): one
-        // early packet that slipped under the 70% test must not set the path's minimum. With
-        // 25 ms on a 40-60 ms path every later round looked queued and the rate spiralled
-        // down to 5% (sim `express`: 1% of packets skip the delay).
-        let prev = self.last_rtt.replace(rtt);
+        // The minimum moves by pairs of samples from consecutive packets (the larger of the
+        // two): one early packet that slipped under the 70% test must not set the path's
+        // minimum. With 25 ms on a 40-60 ms path every later round looked queued and the
+        // rate spiralled down to 5% (sim `express`: 1% of packets skip the delay). Not two
+        // samples of one packet: an ACK packet that skipped the delay carries several, and
+        // made a new conversation's minimum 24-27 ms on netlab `reorder` (45-60 ms).
+        let prev = self.last_rtt;
+        self.packet_min_rtt = self.packet_min_rtt.min(rtt);
         if rtt < self.round_min_rtt {
             self.round_min2_rtt = self.round_min_rtt;
             self.round_min_rtt = rtt;
@@ -559,6 +564,9 @@ impl RateControl {
     /// End of one input packet: turn its ACKs into a rate sample and update the model.
     pub(super) fn on_input_done(&mut self, now: u32, peer_wnd: u32) {
         self.peer_wnd = self.peer_wnd.max(peer_wnd);
+        if self.packet_min_rtt != u32::MAX {
+            self.last_rtt = Some(std::mem::replace(&mut self.packet_min_rtt, u32::MAX));
+        }
         let Some(s) = self.sample.take() else {
             return;
         };

@@ -1041,37 +1041,52 @@ fn rate_control_first_rto_is_bounded() {
 /// (fuzz: kcp_shared).
 #[test]
 fn zero_ms_rtt_samples_replace_a_stale_minimum() {
+    // One RTT sample per input packet.
+    let packet = |rc: &mut rate::RateControl, t: u32, rtt: u32, srtt: u32, var: u32| {
+        rc.on_rtt(t, rtt, srtt, var);
+        rc.on_input_done(t, 0);
+    };
     let mut rc = rate::RateControl::new(1400);
-    rc.on_rtt(0, 58_584, 50_000, 0);
-    rc.on_rtt(1, 58_584, 58_000, 0);
+    packet(&mut rc, 0, 58_584, 50_000, 0);
+    packet(&mut rc, 1, 58_584, 58_000, 0);
     assert_eq!(rc.min_rtt(), Some(58_584));
-    rc.on_rtt(2, 0, 1, 0);
-    rc.on_rtt(3, 0, 1, 0);
+    packet(&mut rc, 2, 0, 1, 0);
+    packet(&mut rc, 3, 0, 1, 0);
     assert_eq!(rc.min_rtt(), Some(0), "two samples of 0 ms in a row");
     // After an outage the smoothed RTT falls back faster than plausible samples arrive:
     // once it has stood under half the minimum for 8 samples, the minimum restarts from it.
     let mut rc = rate::RateControl::new(1400);
-    rc.on_rtt(0, 59_933, 50_000, 0);
-    rc.on_rtt(1, 59_933, 59_000, 0);
+    packet(&mut rc, 0, 59_933, 50_000, 0);
+    packet(&mut rc, 1, 59_933, 59_000, 0);
     for t in 2..9 {
-        rc.on_rtt(t, 0, 23, 0);
+        packet(&mut rc, t, 0, 23, 0);
     }
     assert_eq!(rc.min_rtt(), Some(59_933), "seven samples: not yet");
-    rc.on_rtt(9, 0, 23, 0);
+    packet(&mut rc, 9, 0, 23, 0);
     assert_eq!(rc.min_rtt(), Some(23));
     // ... but a young conversation's smoothed RTT, its first sample from a packet that
     // skipped the path's delay, is not the path's (netlab `reorder`: it made the shared
     // minimum 21-29 ms on a 45-60 ms path and cut every conversation's rate).
     let mut rc = rate::RateControl::new(1400);
-    rc.on_rtt(0, 50, 50, 0);
-    rc.on_rtt(1, 50, 50, 0);
-    rc.on_rtt(2, 21, 22, 8);
-    rc.on_rtt(3, 50, 24, 8);
+    packet(&mut rc, 0, 50, 50, 0);
+    packet(&mut rc, 1, 50, 50, 0);
+    packet(&mut rc, 2, 21, 22, 8);
+    packet(&mut rc, 3, 50, 24, 8);
+    assert_eq!(rc.min_rtt(), Some(50));
+    // Two samples of one packet are no pair: an ACK packet that skipped the path's delay
+    // carries several (netlab `reorder`: a minimum of 24-27 ms on a 45-60 ms path).
+    let mut rc = rate::RateControl::new(1400);
+    packet(&mut rc, 0, 50, 50, 0);
+    packet(&mut rc, 1, 50, 50, 0);
+    rc.on_rtt(2, 36, 50, 5);
+    rc.on_rtt(2, 37, 50, 5);
+    rc.on_input_done(2, 0);
+    packet(&mut rc, 3, 50, 48, 5);
     assert_eq!(rc.min_rtt(), Some(50));
     // A packet that skipped a 100 ms path's delay is still no sample.
     let mut rc = rate::RateControl::new(1400);
-    rc.on_rtt(0, 100, 100, 0);
-    rc.on_rtt(1, 20, 100, 0);
+    packet(&mut rc, 0, 100, 100, 0);
+    packet(&mut rc, 1, 20, 100, 0);
     assert_eq!(rc.min_rtt(), Some(100));
 }
 
