@@ -178,7 +178,7 @@ impl Session {
     /// the server speaks first pays the hold once, at most `hold` ms.
     pub fn dial_held_until(&self, now: Millis) -> Option<Millis> {
         let waiting = self.role == Role::Client
-            && self.state == State::Open
+            && self.is_open()
             && self.tcp_rx_bytes == 0
             && !self.rd_eof
             && now < self.dial_hold_until;

@@ -189,9 +189,10 @@ fn goodput_and_efficiency_table() {
                     // transfers are short, so startup weighs more than in the lab's.
                     let (min_limit, min_eff) = match p.name {
                         "wan" | "reorder" => (0.80, 0.95),
-                        // 72% fresh, 81% with a path hint (seed 7); over seeds 1-8 31-74%
-                        // and 8-82%: one seed still spirals down (issue 7). Before the
-                        // minimum RTT resisted early packets most hinted runs did (7-20%).
+                        // 73% fresh, 82% with a path hint (seed 7); over seeds 1-8 63-75%
+                        // and 60-84% (fbbfc5f). Before the minimum RTT resisted early
+                        // packets most hinted runs spiralled down (7-20%), and until it
+                        // paired samples of separate packets one seed of eight still did.
                         "express" => (0.35, 0.75),
                         "lossy" | "bursty" => (0.60, 0.92),
                         _ => (0.45, 0.75),

@@ -54,9 +54,10 @@ pub struct KcpConfig {
     /// peer's window still bound the span in flight, and with it the memory), keeps the send
     /// queue near one BDP, retransmits a segment once two sent a reordering window after it
     /// are acknowledged (RACK-like, instead of `resend`; 2 ms until the path is seen to
-    /// reorder, then min RTT / 4), resends by time (an RTT and a quarter of the minimum) the
-    /// segments nothing later can show lost (the tail of a transfer, and the oldest one when
-    /// it holds the window) in two copies, probes a lost tail after 1.25 RTT instead of
+    /// reorder, then min RTT / 4), resends by time (a smoothed RTT plus the RTT's swing;
+    /// mid-transfer at least a quarter of the minimum RTT more) the segments nothing later
+    /// can show lost (the tail of a transfer, and the oldest one when it holds the window)
+    /// in two copies, probes a lost tail after 1.25 RTT instead of
     /// waiting for the RTO, and sends a small tail segment twice. New conversations start
     /// from what the tunnel knows of the path (rate, RTT, loss, the peer's window). Off =
     /// ikcp's behaviour exactly.

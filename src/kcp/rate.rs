@@ -87,7 +87,7 @@ pub(super) struct RateControl {
     /// Smallest sample since `min_rtt_stamp`'s window started: the next window's estimate.
     min_rtt_next: u32,
     /// The smallest plausible RTT sample of the previous input packet, and of this one.
-    last_rtt: Option<u32>,
+    prev_packet_min_rtt: Option<u32>,
     packet_min_rtt: u32,
     /// Consecutive samples whose smoothed RTT stood under half the minimum.
     low_srtt_samples: u32,
@@ -163,7 +163,7 @@ impl RateControl {
             min_rtt: u32::MAX,
             min_rtt_stamp: 0,
             min_rtt_next: u32::MAX,
-            last_rtt: None,
+            prev_packet_min_rtt: None,
             packet_min_rtt: u32::MAX,
             low_srtt_samples: 0,
             round_min_rtt: u32::MAX,
@@ -525,7 +525,7 @@ impl RateControl {
         // rate spiralled down to 5% (sim `express`: 1% of packets skip the delay). Not two
         // samples of one packet: an ACK packet that skipped the delay carries several, and
         // made a new conversation's minimum 24-27 ms on netlab `reorder` (45-60 ms).
-        let prev = self.last_rtt;
+        let prev = self.prev_packet_min_rtt;
         self.packet_min_rtt = self.packet_min_rtt.min(rtt);
         if rtt < self.round_min_rtt {
             self.round_min2_rtt = self.round_min_rtt;
@@ -565,7 +565,7 @@ impl RateControl {
     pub(super) fn on_input_done(&mut self, now: u32, peer_wnd: u32) {
         self.peer_wnd = self.peer_wnd.max(peer_wnd);
         if self.packet_min_rtt != u32::MAX {
-            self.last_rtt = Some(std::mem::replace(&mut self.packet_min_rtt, u32::MAX));
+            self.prev_packet_min_rtt = Some(std::mem::replace(&mut self.packet_min_rtt, u32::MAX));
         }
         let Some(s) = self.sample.take() else {
             return;
@@ -583,10 +583,10 @@ impl RateControl {
         // next bulk transfer on the path started at the pacing floor and took seconds to
         // find the rate again (netlab `reorder`: an upload at 10 of 100 Mbit/s, ramping
         // for 3 s).
-        // Nor is a round that did not run busy from its start (see `round_busy`): a
-        // seeded model's first round "began" at time 0, and its average over the process's
-        // uptime cut the estimate of a fresh download to 157 B/ms (netlab `reorder`: 1.8
-        // Mbit/s of 100 for 10 s, then the next transfers ramping up for seconds).
+        // Nor is a round that did not run busy from its start (see `round_busy`): it began
+        // at the last round boundary, maybe a minute before an idle path's next burst, and
+        // its average over that span would cut the estimate to a trickle (a guard, shown
+        // by a unit test; the `reorder` stalls were the minimum-RTT rules in `on_rtt`).
         let judged = !s.app_limited && self.round_busy;
         if self.mode == Mode::Startup && judged {
             // Startup doubles the flight each round: half a round of a standing queue is
