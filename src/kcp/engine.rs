@@ -896,16 +896,23 @@ impl Kcp {
             match hdr.cmd {
                 CMD_ACK => {
                     self.stats.acks_recv += 1;
+                    // Only an ACK that acknowledges something is evidence for rate control
+                    // and fast retransmit: a second one for a segment (a copy of an ACK
+                    // datagram, the ACK of a needless resend) tells nothing new.
+                    let new = self.is_unacked(hdr.sn);
                     let rtt = diff(self.current, hdr.ts);
                     if rtt >= 0 {
                         self.update_rtt(rtt as u32);
-                        if let Some(rc) = &self.rc {
+                        if let (true, Some(rc)) = (new, &self.rc) {
                             rc.get()
                                 .on_rtt(now, rtt as u32, srtt_before, self.rx_rttval);
                         }
                     }
                     self.parse_ack(hdr.sn, hdr.ts);
                     self.parse_una(hdr.una);
+                    if !new {
+                        continue;
+                    }
                     // Conservative fast-ack: the ACK that counts is the one for the most
                     // recently sent segment, not merely the highest sn.
                     maxack = match maxack {
@@ -980,6 +987,15 @@ impl Kcp {
             }
         }
         self.shrink_buf();
+    }
+
+    /// Whether `sn` is in flight and not yet acknowledged.
+    fn is_unacked(&self, sn: u32) -> bool {
+        if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
+            return false;
+        }
+        let idx = sn.wrapping_sub(self.snd_una) as usize;
+        self.snd_buf.get(idx).is_some_and(|seg| !seg.acked)
     }
 
     fn parse_ack(&mut self, sn: u32, ts: u32) {

@@ -347,6 +347,57 @@ fn acks_wait_briefly_for_a_reply_to_a_message() {
     assert_eq!(seen(&flush(&mut b, 440)), [(CMD_ACK, 5, 12)]);
 }
 
+/// A copy of an ACK packet (a peer with `ack_copies`) is no second piece of evidence: it
+/// neither counts again towards a fast retransmit ...
+#[test]
+fn a_copy_of_an_ack_packet_counts_once_for_fast_retransmit() {
+    let cfg = KcpConfig {
+        resend: 2,
+        ..small()
+    };
+    let mut a = Kcp::new(CONV, &cfg);
+    let mut b = Kcp::new(CONV, &cfg);
+    a.send(&[5; 26 * 4]);
+    let pkts = flush(&mut a, 0);
+    assert_eq!(pkts.len(), 4);
+    let mut acks = Vec::new();
+    for p in &pkts[1..] {
+        b.input(10, p).unwrap();
+        acks.push(flush(&mut b, 10).remove(0));
+    }
+    a.input(20, &acks[0]).unwrap();
+    a.input(20, &acks[0]).unwrap();
+    assert_ne!(
+        a.check(20),
+        20,
+        "one ACK packet and its copy: one later ACK"
+    );
+    a.input(21, &acks[1]).unwrap();
+    assert_eq!(a.check(21), 21, "two later ACKs: fast retransmit is due");
+    assert_eq!(pushes(&flush(&mut a, 21)), [0]);
+}
+
+/// ... nor, with rate control, a second packet of RTT samples: two packets' samples set the
+/// path's minimum RTT, and a copy of an ACK packet that came through fast would do that alone.
+#[test]
+fn a_copy_of_an_ack_packet_is_no_second_rtt_sample() {
+    let mut a = Kcp::new(CONV, &rc_cfg());
+    let mut b = Kcp::new(CONV, &rc_cfg());
+    let now = warm_up(&mut a, &mut b, 1000);
+    let min_rtt = |a: &Kcp| a.rate_estimate().and_then(|(_, m, _, _)| m);
+    let before = min_rtt(&a).unwrap();
+    assert!((99..=101).contains(&before), "min RTT {before}");
+    a.send(&[5u8; 1000]);
+    let pkts = flush(&mut a, now);
+    input_all(&mut b, now + 40, &pkts);
+    let acks = flush(&mut b, now + 40);
+    assert_eq!(acks.len(), 1);
+    // 80 ms: fast, but within the jitter a sample may show.
+    a.input(now + 80, &acks[0]).unwrap();
+    a.input(now + 80, &acks[0]).unwrap();
+    assert_eq!(min_rtt(&a), Some(before));
+}
+
 // ========================================================================== RTO and backoff
 
 fn retransmit_times(nodelay: u32) -> Vec<u32> {
