@@ -1,6 +1,7 @@
 #!/bin/sh
-# Issue #7 benchmark: kcptun-rs (default and fast3-like settings) against plain TCP and the Go
-# kcptun from Debian, on the netlab link emulator (../shared/netlab, root needed), one table.
+# Issue #7 benchmark: kcptun-rs (default, fast3-like, and default plus "ack_copies": 2) against
+# plain TCP and the Go kcptun from Debian, on the netlab link emulator (../shared/netlab, root
+# needed), one table.
 # Numbers compare only within one run on one machine.
 #
 #   bench/run.sh                       # all six profiles, full plan (~40-60 min on 2 cores)
@@ -35,7 +36,7 @@ command -v kcptun-server >/dev/null || apt-get install -y kcptun >/dev/null
 case " $* " in *" -p "*) profiles= ;; *)
     profiles="-p clean -p wan -p lossy -p bad -p bursty -p reorder" ;; esac
 
-fwd=${FWD:-"plain-tcp kcptun-fast3-none $here/forwarders/kcptun-rs-default.json $here/forwarders/kcptun-rs-fast3.json"}
+fwd=${FWD:-"plain-tcp kcptun-fast3-none $here/forwarders/kcptun-rs-default.json $here/forwarders/kcptun-rs-fast3.json $here/forwarders/kcptun-rs-ackx2.json"}
 set --  "$@" $profiles
 for f in $fwd; do set -- "$@" -f "$f"; done
 if [ -n "${BASE_BIN:-}" ]; then

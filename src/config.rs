@@ -173,6 +173,10 @@ pub struct KcpSettings {
     /// keeps about two BDPs in flight, within `sndwnd` (wire-neutral). 0 = exactly ikcp's
     /// sender.
     pub rc: bool,
+    /// kcptun-rs addition, 1 by default: datagrams of ACKs go out this many times while the
+    /// received stream has a hole (see `KcpConfig::ack_copies`). Changes the receiver's
+    /// wire behaviour, so it is opt-in.
+    pub ack_copies: u32,
 }
 
 impl Default for KcpSettings {
@@ -192,6 +196,7 @@ impl Default for KcpSettings {
             nc: true,
             flush: 1,
             rc: true,
+            ack_copies: 1,
         }
     }
 }
@@ -484,7 +489,16 @@ const TOP_KEYS: &[&str] = &[
     "max_dials",
 ];
 const KCP_KEYS: &[&str] = &[
-    "mtu", "sndwnd", "rcvwnd", "nodelay", "interval", "resend", "nc", "flush", "rc",
+    "mtu",
+    "sndwnd",
+    "rcvwnd",
+    "nodelay",
+    "interval",
+    "resend",
+    "nc",
+    "flush",
+    "rc",
+    "ack_copies",
 ];
 const TCP_KEYS: &[&str] = &["reuseport", "keepalive", "nodelay", "sndbuf", "rcvbuf"];
 const UDP_KEYS: &[&str] = &["reuseport", "sndbuf", "rcvbuf", "peer_sockets", "gso"];
@@ -505,6 +519,7 @@ pub const RANGES: &[(&str, i64, i64)] = &[
     ("kcp.nc", 0, 1),
     ("kcp.flush", 0, 2),
     ("kcp.rc", 0, 1),
+    ("kcp.ack_copies", 1, 3),
     ("tcp.sndbuf", 0, MAX_SOCKBUF),
     ("tcp.rcvbuf", 0, MAX_SOCKBUF),
     ("udp.sndbuf", 0, MAX_SOCKBUF),
@@ -702,6 +717,7 @@ impl Config {
             kcp.nc = s.uint("nc", kcp.nc.into())? != 0;
             kcp.flush = s.uint("flush", kcp.flush)?;
             kcp.rc = s.uint("rc", kcp.rc.into())? != 0;
+            kcp.ack_copies = s.uint("ack_copies", kcp.ack_copies)?;
         }
         let mut tcp = TcpSettings::default();
         if let Some(s) = top.object("tcp", TCP_KEYS)? {
@@ -918,6 +934,7 @@ impl Config {
             resend: self.kcp.resend,
             nc: self.kcp.nc,
             rate_control: self.kcp.rc,
+            ack_copies: self.kcp.ack_copies as u8,
             ..KcpConfig::default()
         }
     }

@@ -136,12 +136,14 @@ pub fn text(s: &Snapshot, prev: Option<(u64, &Stats, u64, u64)>) -> String {
     }
     let _ = writeln!(
         o,
-        "kcp: {} segments sent, retransmitted {} ({} on timeout, {} fast), {} received",
+        "kcp: {} segments sent, retransmitted {} ({} on timeout, {} fast), {} received, {} \
+         extra ACK datagrams",
         s.kcp.segs_sent,
         pct(s.kcp.retrans_timeout + s.kcp.retrans_fast, s.kcp.segs_sent),
         s.kcp.retrans_timeout,
         s.kcp.retrans_fast,
-        s.kcp.segs_recv
+        s.kcp.segs_recv,
+        s.kcp.ack_copies
     );
     let _ = writeln!(
         o,
@@ -336,6 +338,12 @@ pub fn prometheus(s: &Snapshot) -> String {
         "KCP data segments received.",
         &[("", f(s.kcp.segs_recv))],
     );
+    metric(
+        "kcp_ack_copies_total",
+        "counter",
+        "Extra copies of ACK datagrams sent behind holes (kcp.ack_copies).",
+        &[("", f(s.kcp.ack_copies))],
+    );
     if let Some(rtt) = s.ping_rtt_ms {
         metric(
             "server_rtt_seconds",
@@ -379,6 +387,7 @@ mod tests {
                 retrans_timeout: 10,
                 retrans_fast: 40,
                 segs_recv: 900,
+                ack_copies: 6,
             },
             tcp_rx: 5 << 20,
             tcp_tx: 1234,
@@ -413,7 +422,7 @@ mod tests {
         let t = text(&snapshot(&stats), None);
         assert!(t.contains("(client mode), up 1h02m"), "{t}");
         assert!(t.contains("2 open, 1 in time_wait"));
-        assert!(t.contains("retransmitted 5.0% (10 on timeout, 40 fast)"));
+        assert!(t.contains("retransmitted 5.0% (10 on timeout, 40 fast), 900 received, 6 extra"));
         assert!(t.contains("7 auth"));
         assert!(t.contains("sent 83.3%"), "{t}");
         assert!(t.contains("0x1a2b3c4d  established  10.0.0.1:29900"));
@@ -430,6 +439,7 @@ mod tests {
         assert!(p.contains("kcptun_dropped_datagrams_total{reason=\"replay\"} 3\n"));
         assert!(p.contains("# TYPE kcptun_kcp_retransmits_total counter\n"));
         assert!(p.contains("kcptun_server_rtt_seconds 0.052\n"));
+        assert!(p.contains("kcptun_kcp_ack_copies_total 6\n"));
         for line in p.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with("kcptun_"), "{line}");

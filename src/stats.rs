@@ -59,6 +59,8 @@ pub struct KcpTotals {
     pub retrans_timeout: u64,
     pub retrans_fast: u64,
     pub segs_recv: u64,
+    /// Extra copies of ACK datagrams (`kcp.ack_copies`).
+    pub ack_copies: u64,
 }
 
 impl KcpTotals {
@@ -67,5 +69,6 @@ impl KcpTotals {
         self.retrans_timeout += s.retrans_timeout;
         self.retrans_fast += s.retrans_fast;
         self.segs_recv += s.segs_recv;
+        self.ack_copies += s.ack_copies_sent;
     }
 }

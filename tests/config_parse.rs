@@ -58,8 +58,14 @@ fn defaults() {
         (1400, 2048, 2048, 1, 100)
     );
     assert_eq!(
-        (c.kcp.resend, c.kcp.nc, c.kcp.flush, c.kcp.rc),
-        (0, true, 1, true)
+        (
+            c.kcp.resend,
+            c.kcp.nc,
+            c.kcp.flush,
+            c.kcp.rc,
+            c.kcp.ack_copies
+        ),
+        (0, true, 1, true, 1)
     );
     assert_eq!(
         (
@@ -221,6 +227,9 @@ fn kcp_config_mtu() {
     .unwrap();
     let k = c.kcp_config(true, 40);
     assert_eq!((k.sndwnd, k.rcvwnd, k.mtu), (65535, 16, 212));
+    assert_eq!(k.ack_copies, 1);
+    let c = parse(&with(server(), json!({"kcp": {"ack_copies": 2}}))).unwrap();
+    assert_eq!(c.kcp_config(false, 40).ack_copies, 2);
 }
 
 // ---- ranges ---------------------------------------------------------------------------------
@@ -246,6 +255,7 @@ fn get_int(c: &Config, key: &str) -> i64 {
         "kcp.nc" => c.kcp.nc.into(),
         "kcp.flush" => c.kcp.flush.into(),
         "kcp.rc" => c.kcp.rc.into(),
+        "kcp.ack_copies" => c.kcp.ack_copies.into(),
         "tcp.sndbuf" => c.tcp.sndbuf.into(),
         "tcp.rcvbuf" => c.tcp.rcvbuf.into(),
         "udp.sndbuf" => c.udp.sndbuf.into(),
@@ -274,6 +284,7 @@ fn range_edges() {
         ("kcp.nc", 0, 1),
         ("kcp.flush", 0, 2),
         ("kcp.rc", 0, 1),
+        ("kcp.ack_copies", 1, 3),
         ("tcp.sndbuf", 0, 33554432),
         ("tcp.rcvbuf", 0, 33554432),
         ("udp.sndbuf", 0, 33554432),

@@ -25,6 +25,7 @@ fn random_config(rng: &mut Rng) -> KcpConfig {
         },
         stream: true,
         rate_control: rng.below(2) == 0,
+        ack_copies: 1 + rng.below(2) as u8,
     }
 }
 

@@ -66,9 +66,12 @@ fuzz_target!(|data: &[u8]| {
         nodelay: (inp.u8() % 3) as u32,
         resend: (inp.u8() % 3) as u32,
         nc: inp.u8() & 1 == 1,
-        rate_control: inp.u8() & 1 == 1,
         ..KcpConfig::default()
     };
+    // One byte for both keeps the corpus' layout: bit 0 rate control, bit 1 ACK copies.
+    let flags = inp.u8();
+    cfg.rate_control = flags & 1 == 1;
+    cfg.ack_copies = 1 + (flags >> 1 & 1);
     cfg.interval = 10 + (inp.u8() as u32 % 100);
     let mut now: u32 = inp.u32();
     let mut a = Side {

@@ -114,13 +114,19 @@ fn check_backlog(pairs: &[Pair], paths: &[PathControl; 2]) {
 
 fuzz_target!(|data: &[u8]| {
     let mut inp = Input::new(data);
+    let mtu = 64 + (inp.u8() as usize) * 4;
+    let sndwnd = 16 + (inp.u8() % 64) as u16;
+    let rcvwnd = 16 + (inp.u8() % 64) as u16;
+    // The top bit of the nodelay byte turns on ACK copies (the corpus keeps its layout).
+    let nodelay = inp.u8();
     let cfg = KcpConfig {
-        mtu: 64 + (inp.u8() as usize) * 4,
-        sndwnd: 16 + (inp.u8() % 64) as u16,
-        rcvwnd: 16 + (inp.u8() % 64) as u16,
-        nodelay: (inp.u8() % 3) as u32,
+        mtu,
+        sndwnd,
+        rcvwnd,
+        nodelay: (nodelay % 3) as u32,
         interval: 10 + (inp.u8() as u32 % 100),
         rate_control: true,
+        ack_copies: 1 + (nodelay >> 7),
         ..KcpConfig::default()
     };
     let mut now: u32 = inp.u32();

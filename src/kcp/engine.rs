@@ -176,6 +176,8 @@ pub struct KcpStats {
     /// Extra copies of small tail segments, and tail-loss probes (rate control).
     pub dup_sent: u64,
     pub tlp_sent: u64,
+    /// Extra copies of ACK datagrams sent behind a hole (`KcpConfig::ack_copies`).
+    pub ack_copies_sent: u64,
 }
 
 struct Segment {
@@ -294,6 +296,8 @@ pub struct Kcp {
     ack_held_since: Option<u32>,
     rcv_last_short: bool,
     ack_now: bool,
+    /// `KcpConfig::ack_copies`, at least 1.
+    ack_copies: u8,
 
     stats: KcpStats,
 }
@@ -356,6 +360,7 @@ impl Kcp {
             ack_held_since: None,
             rcv_last_short: false,
             ack_now: false,
+            ack_copies: cfg.ack_copies.max(1),
             stats: KcpStats::default(),
         };
         kcp.set_nodelay(cfg.nodelay, cfg.interval, cfg.resend, cfg.nc);
@@ -1253,9 +1258,22 @@ impl Kcp {
             len: 0,
         };
 
+        // Behind a hole every ACK counts (the cumulative `una` cannot stand in for a lost
+        // one): with `ack_copies` the ACKs then travel alone, each datagram that many times.
+        let copies = if self.rcv_buf.is_empty() || self.acklist.is_empty() {
+            1
+        } else {
+            self.ack_copies
+        };
         for i in 0..self.acklist.len() {
             (ctl.sn, ctl.ts) = self.acklist[i];
+            if copies > 1 && pkt.len() + OVERHEAD > self.mtu {
+                self.emit_copies(&mut pkt, copies, &mut out);
+            }
             self.put(&mut pkt, &ctl, &[], &mut out);
+        }
+        if copies > 1 {
+            self.emit_copies(&mut pkt, copies, &mut out);
         }
         self.stats.acks_sent += self.acklist.len() as u64;
         self.acklist.clear();
@@ -1639,6 +1657,20 @@ impl Kcp {
         pkt.resize(start + OVERHEAD, 0);
         hdr.emit(&mut pkt[start..], self.order);
         pkt.extend_from_slice(payload);
+    }
+
+    /// Sends `pkt` `copies` times (each copy is sealed on its own, with its own nonce).
+    fn emit_copies<F: FnMut(&[u8])>(&mut self, pkt: &mut Vec<u8>, copies: u8, out: &mut F) {
+        if pkt.is_empty() {
+            return;
+        }
+        for _ in 1..copies {
+            self.stats.pkts_out += 1;
+            self.stats.bytes_out += pkt.len() as u64;
+            self.stats.ack_copies_sent += 1;
+            out(pkt);
+        }
+        Self::emit_packet(&mut self.stats, pkt, out);
     }
 
     fn emit_packet<F: FnMut(&[u8])>(stats: &mut KcpStats, pkt: &mut Vec<u8>, out: &mut F) {

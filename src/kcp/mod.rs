@@ -62,6 +62,13 @@ pub struct KcpConfig {
     /// from what the tunnel knows of the path (rate, RTT, loss, the peer's window). Off =
     /// ikcp's behaviour exactly.
     pub rate_control: bool,
+    /// How many times each datagram of ACKs goes out while the received stream has a hole
+    /// (1 = once, ikcp's behaviour). KCP acknowledges a segment once and has no selective
+    /// ACKs: behind a hole, a lost ACK datagram looks to the sender exactly like lost data
+    /// and costs a needless retransmission of every segment it acknowledged. Copies sent
+    /// back to back carry the same timestamps, so they add no RTT skew; a kcptun-rs sender
+    /// counts a copy once, but ikcp's counts its fast-retransmit evidence twice. Opt-in.
+    pub ack_copies: u8,
 }
 
 impl Default for KcpConfig {
@@ -79,6 +86,7 @@ impl Default for KcpConfig {
             byte_order: ByteOrder::Big,
             stream: true,
             rate_control: true,
+            ack_copies: 1,
         }
     }
 }

@@ -347,6 +347,59 @@ fn acks_wait_briefly_for_a_reply_to_a_message() {
     assert_eq!(seen(&flush(&mut b, 440)), [(CMD_ACK, 5, 12)]);
 }
 
+/// `ack_copies`: behind a hole (the cumulative `una` cannot stand in for a lost ACK) each
+/// datagram of ACKs goes out twice, on its own; without a hole, or by default, once.
+#[test]
+fn acks_go_twice_behind_a_hole_with_ack_copies() {
+    let cfg = KcpConfig {
+        ack_copies: 2,
+        ..small()
+    };
+    let mut b = Kcp::new(CONV, &cfg);
+    let acks = |pkts: &[Vec<u8>]| -> Vec<Vec<u32>> {
+        pkts.iter()
+            .map(|p| {
+                headers(std::slice::from_ref(p), ByteOrder::Big)
+                    .iter()
+                    .map(|h| {
+                        assert_eq!(h.cmd, CMD_ACK);
+                        h.sn
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    b.input(10, &seg(CMD_PUSH, 0, 1, 0, 128, b"a")).unwrap();
+    assert_eq!(acks(&flush(&mut b, 10)), [vec![0]], "in order: once");
+    // sn 1 lost; 2, 3 and 4 arrive: mtu 50 holds two ACKs per packet.
+    for sn in 2..5 {
+        b.input(20, &seg(CMD_PUSH, sn, sn, 0, 128, b"x")).unwrap();
+    }
+    let pkts = flush(&mut b, 20);
+    assert_eq!(acks(&pkts), [vec![2, 3], vec![2, 3], vec![4], vec![4]]);
+    assert_eq!((pkts[0] == pkts[1], pkts[2] == pkts[3]), (true, true));
+    assert_eq!(b.stats().ack_copies_sent, 2);
+    // Our own data does not ride in an ACK packet that is sent twice.
+    b.send(b"reply");
+    b.input(30, &seg(CMD_PUSH, 5, 5, 0, 128, b"x")).unwrap();
+    let pkts = flush(&mut b, 30);
+    assert_eq!(pkts.len(), 3);
+    assert_eq!(acks(&pkts[..2]), [vec![5], vec![5]]);
+    assert_eq!(pushes(&pkts[2..]), [0]);
+    // The hole fills: the ACK's `una` covers everything, once is enough.
+    b.input(40, &seg(CMD_PUSH, 1, 6, 0, 128, b"x")).unwrap();
+    assert_eq!(acks(&flush(&mut b, 40)), [vec![1]]);
+    assert_eq!(b.stats().ack_copies_sent, 3);
+
+    // By default (ikcp's behaviour) once, hole or not.
+    let mut b = Kcp::new(CONV, &small());
+    for sn in 2..5 {
+        b.input(20, &seg(CMD_PUSH, sn, sn, 0, 128, b"x")).unwrap();
+    }
+    assert_eq!(acks(&flush(&mut b, 20)), [vec![2, 3], vec![4]]);
+    assert_eq!(b.stats().ack_copies_sent, 0);
+}
+
 /// A copy of an ACK packet (a peer with `ack_copies`) is no second piece of evidence: it
 /// neither counts again towards a fast retransmit ...
 #[test]
