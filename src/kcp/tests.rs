@@ -400,38 +400,9 @@ fn acks_go_twice_behind_a_hole_with_ack_copies() {
     assert_eq!(b.stats().ack_copies_sent, 0);
 }
 
-/// A copy of an ACK packet (a peer with `ack_copies`) is no second piece of evidence: it
-/// neither counts again towards a fast retransmit ...
-#[test]
-fn a_copy_of_an_ack_packet_counts_once_for_fast_retransmit() {
-    let cfg = KcpConfig {
-        resend: 2,
-        ..small()
-    };
-    let mut a = Kcp::new(CONV, &cfg);
-    let mut b = Kcp::new(CONV, &cfg);
-    a.send(&[5; 26 * 4]);
-    let pkts = flush(&mut a, 0);
-    assert_eq!(pkts.len(), 4);
-    let mut acks = Vec::new();
-    for p in &pkts[1..] {
-        b.input(10, p).unwrap();
-        acks.push(flush(&mut b, 10).remove(0));
-    }
-    a.input(20, &acks[0]).unwrap();
-    a.input(20, &acks[0]).unwrap();
-    assert_ne!(
-        a.check(20),
-        20,
-        "one ACK packet and its copy: one later ACK"
-    );
-    a.input(21, &acks[1]).unwrap();
-    assert_eq!(a.check(21), 21, "two later ACKs: fast retransmit is due");
-    assert_eq!(pushes(&flush(&mut a, 21)), [0]);
-}
-
-/// ... nor, with rate control, a second packet of RTT samples: two packets' samples set the
-/// path's minimum RTT, and a copy of an ACK packet that came through fast would do that alone.
+/// A copy of an ACK packet is no second packet of RTT samples for rate control: two packets'
+/// samples set the path's minimum RTT, and a copy of one that came through fast would do
+/// that alone.
 #[test]
 fn a_copy_of_an_ack_packet_is_no_second_rtt_sample() {
     let mut a = Kcp::new(CONV, &rc_cfg());
@@ -630,8 +601,9 @@ fn rate_control_dead_link_waits_five_minutes() {
 
 // ======================================================================= fast retransmit
 
-#[test]
-fn fast_retransmit_after_resend_acks() {
+/// A sender with `resend` 2 sends four segments, each in its own packet (mtu 50); sn 0 is
+/// lost. Returns the sender and the receiver's three ACK packets, not yet delivered.
+fn first_of_four_lost() -> (Kcp, Vec<Vec<u8>>) {
     let cfg = KcpConfig {
         resend: 2,
         ..small()
@@ -640,19 +612,44 @@ fn fast_retransmit_after_resend_acks() {
     let mut b = Kcp::new(CONV, &cfg);
     a.send(&[5; 26 * 4]);
     let pkts = flush(&mut a, 0);
-    // Each segment in its own packet (mtu 50); lose sn 0.
     assert_eq!(pkts.len(), 4);
     let mut acks = Vec::new();
     for p in &pkts[1..] {
         b.input(10, p).unwrap();
-        acks.push(flush(&mut b, 10));
+        let mut ack = flush(&mut b, 10);
+        assert_eq!(ack.len(), 1);
+        acks.push(ack.remove(0));
     }
-    a.input(20, &acks[0][0]).unwrap();
+    (a, acks)
+}
+
+#[test]
+fn fast_retransmit_after_resend_acks() {
+    let (mut a, acks) = first_of_four_lost();
+    a.input(20, &acks[0]).unwrap();
     assert_ne!(a.check(20), 20);
-    a.input(20, &acks[1][0]).unwrap();
+    a.input(20, &acks[1]).unwrap();
     assert_eq!(a.check(20), 20, "two later ACKs: fast retransmit is due");
     assert_eq!(pushes(&flush(&mut a, 20)), [0]);
     assert_eq!((a.stats().retrans_fast, a.stats().retrans_timeout), (1, 0));
+}
+
+/// A copy of an ACK packet (a peer with `ack_copies`) is no second piece of evidence: it
+/// counts once towards a fast retransmit (and, see below, gives rate control no second
+/// packet of RTT samples).
+#[test]
+fn a_copy_of_an_ack_packet_counts_once_for_fast_retransmit() {
+    let (mut a, acks) = first_of_four_lost();
+    a.input(20, &acks[0]).unwrap();
+    a.input(20, &acks[0]).unwrap();
+    assert_ne!(
+        a.check(20),
+        20,
+        "one ACK packet and its copy: one later ACK"
+    );
+    a.input(21, &acks[1]).unwrap();
+    assert_eq!(a.check(21), 21, "two later ACKs: fast retransmit is due");
+    assert_eq!(pushes(&flush(&mut a, 21)), [0]);
 }
 
 #[test]
