@@ -994,21 +994,21 @@ impl Kcp {
         self.shrink_buf();
     }
 
+    /// Where segment `sn` sits in `snd_buf`, if it is in flight (`[snd_una, snd_nxt)`).
+    fn flight_index(&self, sn: u32) -> Option<usize> {
+        (diff(sn, self.snd_una) >= 0 && diff(sn, self.snd_nxt) < 0)
+            .then(|| sn.wrapping_sub(self.snd_una) as usize)
+    }
+
     /// Whether `sn` is in flight and not yet acknowledged.
     fn is_unacked(&self, sn: u32) -> bool {
-        if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
-            return false;
-        }
-        let idx = sn.wrapping_sub(self.snd_una) as usize;
-        self.snd_buf.get(idx).is_some_and(|seg| !seg.acked)
+        self.flight_index(sn)
+            .and_then(|i| self.snd_buf.get(i))
+            .is_some_and(|seg| !seg.acked)
     }
 
     fn parse_ack(&mut self, sn: u32, ts: u32) {
-        if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
-            return;
-        }
-        let idx = sn.wrapping_sub(self.snd_una) as usize;
-        let Some(seg) = self.snd_buf.get_mut(idx) else {
+        let Some(seg) = self.flight_index(sn).and_then(|i| self.snd_buf.get_mut(i)) else {
             return;
         };
         if !seg.acked {
@@ -1094,7 +1094,7 @@ impl Kcp {
     }
 
     fn parse_fastack(&mut self, sn: u32, ts: u32) {
-        if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
+        if self.flight_index(sn).is_none() {
             return;
         }
         // Rate control: a later ACK counts only for segments sent a reordering window
@@ -1260,7 +1260,7 @@ impl Kcp {
 
         // Behind a hole every ACK counts (the cumulative `una` cannot stand in for a lost
         // one): with `ack_copies` the ACKs then travel alone, each datagram that many times.
-        let copies = if self.rcv_buf.is_empty() || self.acklist.is_empty() {
+        let copies = if self.rcv_buf.is_empty() {
             1
         } else {
             self.ack_copies
