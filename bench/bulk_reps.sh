@@ -47,3 +47,17 @@ for i, r in enumerate(json.load(open(sys.argv[1]))["reps"]):
     print(f"  rep {i}: {r.get('mbps')} Mbit/s, {r.get('elapsed_s')} s, ttfb {r.get('ttfb_ms')} ms,"
           f" complete {r.get('complete')}, sha_ok {r.get('sha_ok')}")
 PY
+# The sender's retransmission counters (server for get, client for put), from its /stats.
+if [ "$DIR" = get ]; then SENDER=(srv "$SRV_HTTP"); else SENDER=(cli "$CLI_HTTP"); fi
+ip netns exec "${SENDER[0]}" curl -s --max-time 5 "http://${SENDER[1]}/stats" | grep '^kcp:' \
+  | sed 's/^/  sender /' || true
+# What the emulated link did in the data direction (refreshed every second).
+sleep 1.2
+python3 - "${NETLAB_STATE:-/run/netlab-bench}/linkemu.stats.json" "$DIR" <<'PY' || true
+import json, sys
+d = json.load(open(sys.argv[1]))["b2a" if sys.argv[2] == "get" else "a2b"]
+n = max(d["rx_pkts"], 1)
+print(f"  link: {d['rx_pkts']} data-direction packets, {d['loss_drops']} lost,"
+      f" {d['queue_drops']} queue drops ({100 * d['queue_drops'] / n:.2f}%),"
+      f" {d['dups']} duplicated, {d['reordered']} reordered")
+PY
