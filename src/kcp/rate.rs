@@ -36,6 +36,9 @@ const QUEUE_MIN_MS: u32 = 3;
 /// from such a round cut the bandwidth estimate, the lower rate gave still fewer samples per
 /// round, and the estimate spiralled down (netlab `reorder`, 5 ms jitter: 4 Mbit/s of 100).
 const QUEUE_MIN_SAMPLES: u32 = 8;
+/// The ACKs' reordering window spans the largest lag of the last one to two epochs of this
+/// many round trips (RACK keeps its widened window for 16 recoveries).
+const REO_EPOCH_ROUNDS: u64 = 16;
 /// Random loss the pacing rate makes up for, at most (see `loss`): beyond this, loss is
 /// more likely the path's congestion than noise, and sending faster would feed it.
 const LOSS_COMP_MAX: f64 = 0.2;
@@ -136,6 +139,12 @@ pub(super) struct RateControl {
     peer_wnd: u32,
     /// A segment was seen to overtake another on this path (see `Kcp::reorder_window`).
     reordering: bool,
+    /// How far behind a segment sent after it a segment has been seen to arrive (ms): the
+    /// largest such lag of the current epoch of `REO_EPOCH_ROUNDS` rounds and of the one
+    /// before, so the window for ACKs (`Kcp::ack_reorder_window`) covers what the path did
+    /// lately and forgets it once the path stops.
+    reo_lag: [u32; 2],
+    reo_epoch_round: u64,
 }
 
 /// One conversation's pacer: tokens of its share of the path's pacing rate. Kept per
@@ -191,6 +200,8 @@ impl RateControl {
             loss: 0.0,
             peer_wnd: 0,
             reordering: false,
+            reo_lag: [0; 2],
+            reo_epoch_round: 0,
         }
     }
 
@@ -302,6 +313,7 @@ impl RateControl {
             loss: self.loss,
             peer_wnd: self.peer_wnd,
             reordering: self.reordering,
+            reorder_lag: self.reorder_lag(),
         })
     }
 
@@ -321,8 +333,15 @@ impl RateControl {
         self.reordering
     }
 
-    pub(super) fn note_reordering(&mut self) {
+    /// A segment was acknowledged after one sent `lag` ms after it.
+    pub(super) fn note_reordering(&mut self, lag: u32) {
         self.reordering = true;
+        self.reo_lag[0] = self.reo_lag[0].max(lag);
+    }
+
+    /// The largest reordering seen lately (ms; see `reo_lag`).
+    pub(super) fn reorder_lag(&self) -> u32 {
+        self.reo_lag[0].max(self.reo_lag[1])
     }
 
     /// Largest receive window a peer advertised on this path (0: none heard).
@@ -342,9 +361,11 @@ impl RateControl {
             loss,
             peer_wnd,
             reordering,
+            reorder_lag,
         } = hint;
         self.peer_wnd = self.peer_wnd.max(peer_wnd);
         self.reordering |= reordering;
+        self.reo_lag[0] = self.reo_lag[0].max(reorder_lag);
         if !bw.is_finite() || bw <= 0.0 || self.delivered > 0 || min_rtt == 0 || min_rtt == u32::MAX
         {
             return;
@@ -619,6 +640,10 @@ impl RateControl {
             self.round_start_delivered = self.delivered;
             self.round_start_time = now;
             self.round_busy = self.inflight > 0;
+            if self.round >= self.reo_epoch_round + REO_EPOCH_ROUNDS {
+                self.reo_lag = [0, self.reo_lag[0]];
+                self.reo_epoch_round = self.round;
+            }
         }
         let send_elapsed = s.sent.wrapping_sub(s.first_sent) as i32;
         let ack_elapsed = now.wrapping_sub(s.delivered_time) as i32;
