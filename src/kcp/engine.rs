@@ -489,12 +489,15 @@ impl Kcp {
                 )
             },
         );
+        // Before the model's borrow below: both windows borrow it too.
+        let (reo, ack_reo) = (self.reorder_window(), self.ack_reorder_window());
         let rc = self.rc.as_ref().map_or_else(
             || "off".to_string(),
             |rc| {
                 let rc = rc.get();
                 format!(
-                    "{} bw {:.1} B/ms min_rtt {:?} cwnd {} B inflight {} B (own {} B) backlogged {}",
+                    "{} bw {:.1} B/ms min_rtt {:?} cwnd {} B inflight {} B (own {} B) backlogged {} \
+                     reordering window {reo} ms (ACKs {ack_reo} ms)",
                     rc.phase(),
                     rc.bw(),
                     rc.min_rtt(),

@@ -1639,6 +1639,10 @@ fn the_reordering_window_spans_the_lag_the_path_showed() {
         r.overtake(seen, false);
         assert!(r.path.reorders());
         r.rounds();
+        // The operator's view (debug logs): the window for ACKs spans the lag seen + 1 ms
+        // (P was overtaken by the segment sent `seen + 1` ms after it).
+        let d = r.a.describe();
+        assert!(d.contains(&format!("(ACKs {} ms)", seen + 2)), "{d}");
         assert_eq!(
             r.overtake(20, true),
             resent,
