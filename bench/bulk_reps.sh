@@ -2,8 +2,10 @@
 # Repeated single-connection bulk transfers through kcptun-rs (default config) on one netlab
 # profile, for before/after comparisons finer than bench/run.sh's median of three: every
 # repetition is a fresh connection, the first one on a path the tunnel has not measured yet.
-# Prints Mbit/s, elapsed s and time to first byte per repetition; the limit is link rate x
-# (1 - loss) x 1308/1400. Holds the lab lock, always takes the lab down.
+# Prints Mbit/s, elapsed s and time to first byte per repetition (the limit is link rate x
+# (1 - loss) x 1308/1400), then the sender's retransmissions (its /stats `kcp:` line) and the
+# emulated link's counters for the data direction: retransmissions well above the link's
+# losses plus queue drops were needless. Holds the lab lock, always takes the lab down.
 #
 #   bench/bulk_reps.sh bad get 6                  # 6 x 8 MiB downloads on `bad`
 #   KCPTUN_BIN=/tmp/old/kcptun-rs bench/bulk_reps.sh bad put 6 8388608
