@@ -467,11 +467,15 @@ impl Framer {
 mod tests {
     use super::*;
 
+    /// The tests' key (none for `Method::None`).
+    fn test_key(method: Method) -> Option<Key> {
+        (method != Method::None).then(|| Key::from_bytes([0x42; 32]))
+    }
+
     fn framer(method: Method) -> Framer {
-        let key = (method != Method::None).then(|| Key::from_bytes([0x42; 32]));
         Framer::with_replay_filter(
             method,
-            key,
+            test_key(method),
             ReplayFilter::with_seed(1024, 1e-9, b"kcptun-rs framing unit test key!"),
         )
         .unwrap()
@@ -541,8 +545,7 @@ mod tests {
     /// test filter's false positives (about 1e-6 per datagram at its size, measured with the
     /// `bloomfilter` crate) failed such a test in about one run of 150.
     fn opener(method: Method) -> Framer {
-        let key = (method != Method::None).then(|| Key::from_bytes([0x42; 32]));
-        Framer::build(method, key, None).unwrap()
+        Framer::build(method, test_key(method), None).unwrap()
     }
 
     #[test]
