@@ -32,7 +32,7 @@ const SEG_RTO_CAP: u32 = 120_000;
 const MAX_RECV_PAYLOAD: usize = 16 * 1024;
 
 /// Rate control: retransmit after this many ACKs (in separate packets) of segments sent a
-/// reordering window later (RACK-like: time tells loss from reordering; see parse_fastack).
+/// reordering window later (RACK-like: time tells loss from reordering; see parse_later_acks).
 /// 1 was measured worse on the simulated `bad` profile (10 % loss: 44 % vs 53 % of limit).
 const RC_FASTRESEND: u32 = 2;
 /// Rate control: the reordering window (ms) on a path not seen to reorder: the clock's
@@ -70,12 +70,46 @@ fn diff(a: u32, b: u32) -> i32 {
     a.wrapping_sub(b) as i32
 }
 
-/// When `seg` counts as lost by time alone, if the lost-after `timer` (see
-/// `Kcp::lost_after`) covers it: every segment, or only the `oldest` unacknowledged one; and
-/// never past the fast-retransmit limit (then the RTO and its backoff take over).
-fn timed_loss(timer: Option<(u32, bool)>, oldest: bool, seg: &Segment) -> Option<u32> {
-    let (wait, all) = timer?;
-    ((all || oldest) && seg.xmit <= FASTACK_LIMIT).then(|| seg.ts.wrapping_add(wait))
+/// Rate control's loss timer (see `Kcp::lost_after`).
+#[derive(Clone, Copy, Debug)]
+struct LossTimer {
+    /// How long after its latest transmission a covered segment counts as lost.
+    wait: u32,
+    /// How long after an ACK of a segment sent later overtook it (RACK: that ACK's round
+    /// trip is the one that counts, not the smoothed RTT, which lags a growing queue).
+    overtaken: u32,
+    /// Nothing is queued behind the flight (see `timed_loss`).
+    nothing_queued: bool,
+}
+
+/// When `seg` counts as lost by time alone, if the loss `timer` covers it. With nothing
+/// queued: the `tail` (too few segments sent after it for their ACKs to show it lost), its
+/// latest transmission a smoothed RTT and a swing ago, and any segment that an ACK of one
+/// sent no earlier overtook, a reordering window after that ACK. With data queued behind a
+/// flight that holds the window: the `oldest` unacknowledged one. Never past the
+/// fast-retransmit limit (then the RTO and its backoff take over).
+///
+/// Not every segment of a flight with nothing queued behind it, by the smoothed RTT: an
+/// echoing server's conversations always have nothing queued, and when the shared path's
+/// queue grew faster than the smoothed RTT followed, every segment of every one of them
+/// passed that timer at once. All were resent, in two copies and unpaced, into the full
+/// queue, which kept the RTT high: 50 conversations on netlab `reorder` sent 6 times the
+/// link's rate for 4 s and lost 9.4% of their datagrams at the emulated queue. A segment
+/// whose ACK only waits in a queue is not overtaken; a lost one is, soon after.
+fn timed_loss(timer: Option<LossTimer>, oldest: bool, tail: bool, seg: &Segment) -> Option<u32> {
+    let t = timer?;
+    if seg.xmit > FASTACK_LIMIT {
+        return None;
+    }
+    if !t.nothing_queued {
+        return oldest.then(|| seg.ts.wrapping_add(t.wait));
+    }
+    let by_time = tail.then(|| seg.ts.wrapping_add(t.wait));
+    let by_ack = seg.overtaken_at.map(|at| at.wrapping_add(t.overtaken));
+    match (by_time, by_ack) {
+        (Some(a), Some(b)) => Some(if diff(a, b) < 0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
 }
 
 /// What rate control learnt about a path, for the next conversations on it; see
@@ -195,6 +229,9 @@ struct Segment {
     /// Acknowledged out of order; kept in place until `snd_una` passes it so `snd_buf` stays
     /// indexable by `sn - snd_una`.
     acked: bool,
+    /// When an ACK of a segment that left no earlier than this copy came first: its own ACK
+    /// is lost or reordered (see `timed_loss`).
+    overtaken_at: Option<u32>,
     /// Rate control: the delivery state when this copy left.
     stamp: TxStamp,
     data: Vec<u8>,
@@ -212,6 +249,7 @@ impl Segment {
             xmit: 0,
             first_tx: 0,
             acked: false,
+            overtaken_at: None,
             stamp: TxStamp::default(),
             data,
         }
@@ -876,6 +914,7 @@ impl Kcp {
         // not lower the bar for each other.
         let srtt_before = self.rx_srtt;
         let mut maxack: Option<(u32, u32)> = None;
+        let mut top: Option<(u32, u32)> = None;
         let mut result = Ok(());
         let mut rest = data;
         while let Some(hdr) = SegmentHeader::parse(rest, self.order) {
@@ -923,6 +962,9 @@ impl Kcp {
                     if !new {
                         continue;
                     }
+                    if top.is_none_or(|(sn, _)| diff(hdr.sn, sn) > 0) {
+                        top = Some((hdr.sn, hdr.ts));
+                    }
                     // Conservative fast-ack: the ACK that counts is the one for the most
                     // recently sent segment, not merely the highest sn.
                     maxack = match maxack {
@@ -945,8 +987,8 @@ impl Kcp {
         if result.is_err() {
             self.stats.input_errors += 1;
         }
-        if let Some((sn, ts)) = maxack {
-            self.parse_fastack(sn, ts);
+        if let (Some(fast), Some(top)) = (maxack, top) {
+            self.parse_later_acks(fast, top);
         }
         if let Some(rc) = &self.rc {
             rc.get().on_input_done(now, self.rmt_wnd);
@@ -1066,7 +1108,7 @@ impl Kcp {
         }
     }
 
-    /// Rate control: the reordering window for later ACKs (see `parse_fastack`), which once
+    /// Rate control: the reordering window for later ACKs (see `parse_later_acks`), which once
     /// the path is seen to reorder also spans the largest lag seen lately, up to a smoothed
     /// RTT (RACK widens its window after needless repairs, to the same bound). One packet
     /// that comes early makes all those sent up to its lag before it look overtaken, and
@@ -1087,17 +1129,18 @@ impl Kcp {
 
     /// Rate control: how long after its latest transmission an unacknowledged segment counts
     /// as lost by time alone (RACK's timer: a smoothed RTT plus the reordering window), and
-    /// whether that holds for every segment (`true`) or only the oldest (`false`):
-    /// - every segment when nothing is queued: no later segment will leave whose ACK could
-    ///   show a loss (netlab `bad`: a lost retransmission among the last segments of a
-    ///   transfer held its end back by 600-900 ms, waiting for the RTO and its backoff);
+    /// for which segments (see `timed_loss`):
+    /// - when nothing is queued, the tail and the segments a later one's ACK overtook: no
+    ///   later segment will leave whose ACKs could show a loss (netlab `bad`: a lost
+    ///   retransmission among the last segments of a transfer held its end back by 600-900
+    ///   ms, waiting for the RTO and its backoff);
     /// - the oldest once the flight spans half the window: it holds the window, and a chain
     ///   of losses of that one segment stalls the sender (netlab `bad`, windows of 2048: a
     ///   segment lost five times in a row stopped a transfer for 0.4 s).
     ///
     /// Both kinds of retransmission go out in two copies: in the tail the link has room, and
     /// a second loss of either costs the whole conversation another round trip.
-    fn lost_after(&self) -> Option<(u32, bool)> {
+    fn lost_after(&self) -> Option<LossTimer> {
         if self.rc.is_none() || self.rx_srtt == 0 {
             return None;
         }
@@ -1115,15 +1158,27 @@ impl Kcp {
             .max(min_rtt / 16)
             .max(4 * self.rx_rttval);
         if self.snd_queue.is_empty() {
-            return Some((self.rx_srtt + swing, true));
+            return Some(LossTimer {
+                wait: self.rx_srtt + swing,
+                overtaken: swing.max(self.ack_reorder_window()),
+                nothing_queued: true,
+            });
         }
         let wait = self.rx_srtt + swing.max(min_rtt / 4);
         let span = self.snd_nxt.wrapping_sub(self.snd_una);
-        (span > self.send_window() / 2).then_some((wait, false))
+        (span > self.send_window() / 2).then_some(LossTimer {
+            wait,
+            overtaken: wait,
+            nothing_queued: false,
+        })
     }
 
-    fn parse_fastack(&mut self, sn: u32, ts: u32) {
-        if self.flight_index(sn).is_none() {
+    /// Later ACKs of one input packet: `fast`, the ACK of the most recently sent segment,
+    /// counts towards fast retransmit for the segments before it; `top`, the highest segment
+    /// it acknowledged, overtook the unacknowledged ones before it that left no later than
+    /// it did (see `timed_loss`). Both as (sn, ts).
+    fn parse_later_acks(&mut self, fast: (u32, u32), top: (u32, u32)) {
+        if self.flight_index(fast.0).is_none() && self.flight_index(top.0).is_none() {
             return;
         }
         // Rate control: a later ACK counts only for segments sent a reordering window
@@ -1133,12 +1188,20 @@ impl Kcp {
         // the window is at least twice the RTT's mean deviation (netlab `reorder`, +-5 ms
         // each way: a quarter of min RTT alone retransmitted a third of all segments).
         let reo = self.ack_reorder_window() as i32;
+        let mark = self.rc.is_some();
+        let now = self.current;
         for seg in self.snd_buf.iter_mut() {
-            if diff(sn, seg.sn) <= 0 {
+            if diff(top.0, seg.sn) <= 0 {
                 break;
             }
-            if !seg.acked && diff(ts, seg.ts) >= reo {
+            if seg.acked {
+                continue;
+            }
+            if diff(fast.0, seg.sn) > 0 && diff(fast.1, seg.ts) >= reo {
                 seg.fastack += 1;
+            }
+            if mark && seg.overtaken_at.is_none() && diff(top.1, seg.ts) >= 0 {
+                seg.overtaken_at = Some(now);
             }
         }
     }
@@ -1361,7 +1424,8 @@ impl Kcp {
             if seg.acked {
                 continue;
             }
-            let lost_at = timed_loss(timer, oldest, seg);
+            let tail = nbuf - i <= resent as usize;
+            let lost_at = timed_loss(timer, oldest, tail, seg);
             oldest = false;
             let mut dup = false;
             if seg.xmit == 0 {
@@ -1421,6 +1485,7 @@ impl Kcp {
                 continue;
             }
             seg.ts = now;
+            seg.overtaken_at = None;
             // With rate control the backoff stops at rto_max, so `dead_link` transmissions
             // come much sooner than ikcp's; the link also has to have been silent for
             // RC_DEAD_AFTER, long enough for a client whose NAT mapping vanished to notice
@@ -1599,12 +1664,14 @@ impl Kcp {
         let resent = self.fastresend_threshold();
         let timer = self.lost_after();
         let mut oldest = true;
-        for seg in self.snd_buf.iter().filter(|s| !s.acked) {
+        let nbuf = self.snd_buf.len();
+        for (i, seg) in self.snd_buf.iter().enumerate().filter(|(_, s)| !s.acked) {
             if seg.xmit == 0 || (seg.fastack >= resent && seg.xmit <= FASTACK_LIMIT) {
                 return now;
             }
             let mut at = seg.resendts;
-            if let Some(lost_at) = timed_loss(timer, oldest, seg) {
+            let tail = nbuf - i <= resent as usize;
+            if let Some(lost_at) = timed_loss(timer, oldest, tail, seg) {
                 if diff(lost_at, at) < 0 {
                     at = lost_at;
                 }

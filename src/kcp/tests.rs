@@ -1457,6 +1457,83 @@ fn a_lost_tail_segment_is_resent_after_a_round_trip_in_two_copies() {
     assert_eq!(copies, 2);
 }
 
+/// A flight with nothing queued behind it whose ACKs are held up in a queue (none arrives
+/// for a while) is not resent by time: only its tail is, which no later ACK can show lost.
+/// Every segment was: 50 echoing conversations on netlab `reorder` resent their whole
+/// flights at once when the shared queue grew, and sent 6 times the link's rate for 4 s.
+#[test]
+fn a_flight_whose_acks_wait_in_a_queue_is_not_resent_by_time() {
+    let mut a = Kcp::new(CONV, &rc_cfg());
+    let mut b = Kcp::new(CONV, &rc_cfg());
+    let t0 = warm_up(&mut a, &mut b, 1000);
+    let mss = rc_cfg().mtu - OVERHEAD;
+    a.send(&vec![7u8; 20 * mss]);
+    let sns = pushes(&flush(&mut a, t0));
+    assert_eq!(sns.len(), 20);
+    // No ACK for 150 ms: past the smoothed RTT (100) and its swing, before the RTO (200).
+    let mut resent = std::collections::BTreeSet::new();
+    for now in t0 + 1..t0 + 150 {
+        resent.extend(pushes(&update(&mut a, now)));
+    }
+    assert_eq!(resent.into_iter().collect::<Vec<_>>(), sns[18..].to_vec());
+}
+
+/// A segment lost in the middle of a burst, with nothing queued: the ACKs of the segments
+/// sent with it (in the same ms, so within the reordering window) overtake it, and time
+/// repairs it after a round trip, not the RTO.
+#[test]
+fn a_segment_lost_in_a_burst_is_resent_after_a_round_trip() {
+    let mut a = Kcp::new(CONV, &rc_cfg());
+    let mut b = Kcp::new(CONV, &rc_cfg());
+    let t0 = warm_up(&mut a, &mut b, 1000);
+    let mss = rc_cfg().mtu - OVERHEAD;
+    a.send(&vec![9u8; 20 * mss]);
+    let pkts = flush(&mut a, t0);
+    let sns = pushes(&pkts);
+    let (after, copies) = lose_one(&mut a, &mut b, pkts, sns[10], t0);
+    let srtt = a.rtt();
+    assert!(
+        (srtt + 4..=srtt + 40).contains(&after),
+        "resent {after} ms after, srtt {srtt}"
+    );
+    assert_eq!(copies, 2);
+}
+
+/// RACK's rule: a segment overtaken by the ACK of one sent with it counts as lost a
+/// reordering window after that ACK came, not a smoothed RTT after it left. Here the path's
+/// RTT grew by half (a queue) and the ACK of the flight's last segment came back 150 ms after
+/// the flight left, 35 ms ahead of the others: they were late, not lost. By the smoothed RTT
+/// (106 ms after that one sample, plus its swing of 70 ms) all of them were resent at once,
+/// 176 ms after they left.
+#[test]
+fn an_overtaken_segment_is_lost_only_a_reordering_window_after_the_ack_that_overtook_it() {
+    let mut a = Kcp::new(CONV, &rc_cfg());
+    let mut b = Kcp::new(CONV, &rc_cfg());
+    let t0 = warm_up(&mut a, &mut b, 1000);
+    let mss = rc_cfg().mtu - OVERHEAD;
+    a.send(&vec![3u8; 20 * mss]);
+    let mut pkts = flush(&mut a, t0);
+    let sns = pushes(&pkts);
+    assert_eq!(sns.len(), 20);
+    let last = pkts.split_off(19);
+    input_all(&mut b, t0 + 75, &last);
+    let first_ack = flush(&mut b, t0 + 75);
+    input_all(&mut b, t0 + 110, &pkts);
+    let late_acks = flush(&mut b, t0 + 110);
+    let mut resent = std::collections::BTreeSet::new();
+    for now in t0 + 1..=t0 + 185 {
+        match now - t0 {
+            150 => input_all(&mut a, now, &first_ack),
+            185 => input_all(&mut a, now, &late_acks),
+            _ => {}
+        }
+        resent.extend(pushes(&update(&mut a, now)));
+    }
+    // The tail (the last two) goes by time after a round trip either way.
+    let early: Vec<_> = resent.iter().filter(|sn| **sn < sns[18]).collect();
+    assert!(early.is_empty(), "resent {resent:?}");
+}
+
 /// Once the flight spans half the window, the oldest segment holds the conversation back:
 /// if it is lost it goes out again after a round trip, in two copies, even while data is
 /// queued (a chain of losses of one segment stalled a 20 Mbit/s transfer for 0.4 s).
