@@ -14,7 +14,7 @@
 #   bench/soak_lab.sh cfg.json                                 # {"kcp": {...}} merged into both
 #
 # Environment: SOAK_SECS (3600), SOAK_WORKERS (50), SOAK_PROFILE (lossy), SOAK_OUT (run directory,
-# default /tmp/soak-lab-DATE: configs, logs, usage.tsv, metrics), SOAK_LOGLEVEL (6: debug, one
+# default /tmp/soak-lab-DATE: configs, logs, usage.tsv, link.jsonl, metrics), SOAK_LOGLEVEL (6: debug, one
 # line per conversation event, to explain a failure), KCPTUN_BIN and SOAK_TEST_BIN
 # (prebuilt binaries: nothing is compiled), and lab_common.sh's.
 set -euo pipefail
@@ -78,7 +78,10 @@ while True:
         time.sleep(0.2)
 EOF
 
-# CPU seconds and RSS of both ends, at the start and once a minute, into usage.tsv.
+# CPU seconds and RSS of both ends, at the start and once a minute, into usage.tsv; linkemu's
+# counters every second into link.jsonl (drops come in bursts of a few seconds: the summary
+# shows the worst seconds).
+LINK_STATS=${NETLAB_STATE:-/run/netlab-bench}/linkemu.stats.json
 sample() {
   printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$(cpu_s "$CPID")" "$(cpu_s "$SPID")" \
     "$(rss_kib "$CPID")" "$(rss_kib "$SPID")"
@@ -93,6 +96,7 @@ T0=$(date +%s)
       sample "$now" >>"$OUT/usage.tsv"
       next=$((next + 60))
     fi
+    [ -r "$LINK_STATS" ] && { tr -d '\n' <"$LINK_STATS"; echo; } >>"$OUT/link.jsonl"
     sleep 1
   done
 ) &
@@ -148,6 +152,35 @@ def walk(d, path):
 walk(stats, "")
 if not stats:
     print("  " + text.strip().replace("\n", "\n  "))
+EOF
+echo "the seconds with the most queue drops (link.jsonl; offered: what reached the emulator):"
+python3 - "$OUT/link.jsonl" <<'EOF'
+import json, sys
+rows, seen = [], set()
+try:
+    lines = open(sys.argv[1]).readlines()
+except OSError:
+    lines = []
+for line in lines:
+    try:
+        j = json.loads(line)
+    except ValueError:
+        continue
+    if "uptime_s" in j and j["uptime_s"] not in seen:
+        seen.add(j["uptime_s"])
+        rows.append(j)
+worst = []
+for a, b in zip(rows, rows[1:]):
+    dt = b["uptime_s"] - a["uptime_s"]
+    for d in ("a2b", "b2a") if dt > 0 else ():
+        drops = b[d]["queue_drops"] - a[d]["queue_drops"]
+        mbit = 8 * (b[d]["rx_bytes"] - a[d]["rx_bytes"]) / dt / 1e6
+        worst.append((drops, b["uptime_s"], d, mbit))
+worst = sorted(w for w in worst if w[0] > 0)[::-1][:5]
+for drops, t, d, mbit in worst:
+    print(f"  t {t:7.1f} s {d}: {drops} queue drops, offered {mbit:.1f} Mbit/s")
+if not worst:
+    print("  none")
 EOF
 echo "metrics (non-zero counters; full text in $OUT/metrics.*.txt):"
 for side in client server; do
