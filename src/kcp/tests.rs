@@ -1433,22 +1433,23 @@ fn lose_one(a: &mut Kcp, b: &mut Kcp, pkts: Vec<Vec<u8>>, lost: u32, t0: u32) ->
     (at - t0, copies)
 }
 
-/// The last segment of a transfer is lost: nothing sent after it can show the loss, so time
-/// does (a smoothed RTT and the RTT's swing), in two copies, and not the RTO with its
-/// backoff (netlab `bad`: 600-900 ms lost at the end of a transfer).
-#[test]
-fn a_lost_tail_segment_is_resent_after_a_round_trip_in_two_copies() {
+/// A warmed-up pair (see [`warm_up`]) and the packets of a flight of `n` full segments that
+/// `a` sent at the returned time, with nothing queued behind it.
+fn warm_flight(n: usize) -> (Kcp, Kcp, u32, Vec<Vec<u8>>) {
     let mut a = Kcp::new(CONV, &rc_cfg());
     let mut b = Kcp::new(CONV, &rc_cfg());
     let t0 = warm_up(&mut a, &mut b, 1000);
     let mss = rc_cfg().mtu - OVERHEAD;
-    a.send(&vec![9u8; 3 * mss]);
+    a.send(&vec![9u8; n * mss]);
     let pkts = flush(&mut a, t0);
-    let sns = pushes(&pkts);
-    assert_eq!(sns.len(), 3);
-    let (after, copies) = lose_one(&mut a, &mut b, pkts, sns[2], t0);
-    // The smoothed RTT (100) and its swing (four mean deviations, at least 1/16 of the
-    // minimum) after it left; the RTO would be 200 or more.
+    assert_eq!(pushes(&pkts).len(), n);
+    (a, b, t0, pkts)
+}
+
+/// A lost segment went again `after` ms in `copies`: after the smoothed RTT (100) and its
+/// swing (four mean deviations, at least 1/16 of the minimum), in two copies; the RTO would
+/// be 200 or more.
+fn assert_resent_after_a_round_trip(a: &Kcp, after: u32, copies: usize) {
     let srtt = a.rtt();
     assert!(
         (srtt + 4..=srtt + 40).contains(&after),
@@ -1457,19 +1458,25 @@ fn a_lost_tail_segment_is_resent_after_a_round_trip_in_two_copies() {
     assert_eq!(copies, 2);
 }
 
+/// The last segment of a transfer is lost: nothing sent after it can show the loss, so time
+/// does (a smoothed RTT and the RTT's swing), in two copies, and not the RTO with its
+/// backoff (netlab `bad`: 600-900 ms lost at the end of a transfer).
+#[test]
+fn a_lost_tail_segment_is_resent_after_a_round_trip_in_two_copies() {
+    let (mut a, mut b, t0, pkts) = warm_flight(3);
+    let last = pushes(&pkts)[2];
+    let (after, copies) = lose_one(&mut a, &mut b, pkts, last, t0);
+    assert_resent_after_a_round_trip(&a, after, copies);
+}
+
 /// A flight with nothing queued behind it whose ACKs are held up in a queue (none arrives
 /// for a while) is not resent by time: only its tail is, which no later ACK can show lost.
 /// Every segment was: 50 echoing conversations on netlab `reorder` resent their whole
 /// flights at once when the shared queue grew, and sent 6 times the link's rate for 4 s.
 #[test]
 fn a_flight_whose_acks_wait_in_a_queue_is_not_resent_by_time() {
-    let mut a = Kcp::new(CONV, &rc_cfg());
-    let mut b = Kcp::new(CONV, &rc_cfg());
-    let t0 = warm_up(&mut a, &mut b, 1000);
-    let mss = rc_cfg().mtu - OVERHEAD;
-    a.send(&vec![7u8; 20 * mss]);
-    let sns = pushes(&flush(&mut a, t0));
-    assert_eq!(sns.len(), 20);
+    let (mut a, _, t0, pkts) = warm_flight(20);
+    let sns = pushes(&pkts);
     // No ACK for 150 ms: past the smoothed RTT (100) and its swing, before the RTO (200).
     let mut resent = std::collections::BTreeSet::new();
     for now in t0 + 1..t0 + 150 {
@@ -1483,20 +1490,10 @@ fn a_flight_whose_acks_wait_in_a_queue_is_not_resent_by_time() {
 /// repairs it after a round trip, not the RTO.
 #[test]
 fn a_segment_lost_in_a_burst_is_resent_after_a_round_trip() {
-    let mut a = Kcp::new(CONV, &rc_cfg());
-    let mut b = Kcp::new(CONV, &rc_cfg());
-    let t0 = warm_up(&mut a, &mut b, 1000);
-    let mss = rc_cfg().mtu - OVERHEAD;
-    a.send(&vec![9u8; 20 * mss]);
-    let pkts = flush(&mut a, t0);
-    let sns = pushes(&pkts);
-    let (after, copies) = lose_one(&mut a, &mut b, pkts, sns[10], t0);
-    let srtt = a.rtt();
-    assert!(
-        (srtt + 4..=srtt + 40).contains(&after),
-        "resent {after} ms after, srtt {srtt}"
-    );
-    assert_eq!(copies, 2);
+    let (mut a, mut b, t0, pkts) = warm_flight(20);
+    let middle = pushes(&pkts)[10];
+    let (after, copies) = lose_one(&mut a, &mut b, pkts, middle, t0);
+    assert_resent_after_a_round_trip(&a, after, copies);
 }
 
 /// RACK's rule: a segment overtaken by the ACK of one sent with it counts as lost a
@@ -1507,14 +1504,8 @@ fn a_segment_lost_in_a_burst_is_resent_after_a_round_trip() {
 /// 176 ms after they left.
 #[test]
 fn an_overtaken_segment_is_lost_only_a_reordering_window_after_the_ack_that_overtook_it() {
-    let mut a = Kcp::new(CONV, &rc_cfg());
-    let mut b = Kcp::new(CONV, &rc_cfg());
-    let t0 = warm_up(&mut a, &mut b, 1000);
-    let mss = rc_cfg().mtu - OVERHEAD;
-    a.send(&vec![3u8; 20 * mss]);
-    let mut pkts = flush(&mut a, t0);
+    let (mut a, mut b, t0, mut pkts) = warm_flight(20);
     let sns = pushes(&pkts);
-    assert_eq!(sns.len(), 20);
     let last = pkts.split_off(19);
     input_all(&mut b, t0 + 75, &last);
     let first_ack = flush(&mut b, t0 + 75);
