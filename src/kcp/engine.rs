@@ -75,11 +75,10 @@ fn diff(a: u32, b: u32) -> i32 {
 struct LossTimer {
     /// How long after its latest transmission a covered segment counts as lost.
     wait: u32,
-    /// How long after an ACK of a segment sent later overtook it (RACK: that ACK's round
-    /// trip is the one that counts, not the smoothed RTT, which lags a growing queue).
-    overtaken: u32,
-    /// Nothing is queued behind the flight (see `timed_loss`).
-    nothing_queued: bool,
+    /// Only when nothing is queued behind the flight (see `timed_loss`): how long after an
+    /// ACK of a segment sent no earlier overtook it (RACK: that ACK's round trip is the one
+    /// that counts, not the smoothed RTT, which lags a growing queue).
+    overtaken: Option<u32>,
 }
 
 /// When `seg` counts as lost by time alone, if the loss `timer` covers it. With nothing
@@ -101,11 +100,11 @@ fn timed_loss(timer: Option<LossTimer>, oldest: bool, tail: bool, seg: &Segment)
     if seg.xmit > FASTACK_LIMIT {
         return None;
     }
-    if !t.nothing_queued {
+    let Some(overtaken) = t.overtaken else {
         return oldest.then(|| seg.ts.wrapping_add(t.wait));
-    }
+    };
     let by_time = tail.then(|| seg.ts.wrapping_add(t.wait));
-    let by_ack = seg.overtaken_at.map(|at| at.wrapping_add(t.overtaken));
+    let by_ack = seg.overtaken_at.map(|at| at.wrapping_add(overtaken));
     match (by_time, by_ack) {
         (Some(a), Some(b)) => Some(if diff(a, b) < 0 { a } else { b }),
         (a, b) => a.or(b),
@@ -1160,16 +1159,14 @@ impl Kcp {
         if self.snd_queue.is_empty() {
             return Some(LossTimer {
                 wait: self.rx_srtt + swing,
-                overtaken: swing.max(self.ack_reorder_window()),
-                nothing_queued: true,
+                overtaken: Some(swing.max(self.ack_reorder_window())),
             });
         }
         let wait = self.rx_srtt + swing.max(min_rtt / 4);
         let span = self.snd_nxt.wrapping_sub(self.snd_una);
         (span > self.send_window() / 2).then_some(LossTimer {
             wait,
-            overtaken: wait,
-            nothing_queued: false,
+            overtaken: None,
         })
     }
 
@@ -1178,7 +1175,8 @@ impl Kcp {
     /// it acknowledged, overtook the unacknowledged ones before it that left no later than
     /// it did (see `timed_loss`). Both as (sn, ts).
     fn parse_later_acks(&mut self, fast: (u32, u32), top: (u32, u32)) {
-        if self.flight_index(fast.0).is_none() && self.flight_index(top.0).is_none() {
+        // `top` is at or above `fast`: once `una` passed it, it passed both.
+        if self.flight_index(top.0).is_none() {
             return;
         }
         // Rate control: a later ACK counts only for segments sent a reordering window
@@ -1188,7 +1186,6 @@ impl Kcp {
         // the window is at least twice the RTT's mean deviation (netlab `reorder`, +-5 ms
         // each way: a quarter of min RTT alone retransmitted a third of all segments).
         let reo = self.ack_reorder_window() as i32;
-        let mark = self.rc.is_some();
         let now = self.current;
         for seg in self.snd_buf.iter_mut() {
             if diff(top.0, seg.sn) <= 0 {
@@ -1200,7 +1197,7 @@ impl Kcp {
             if diff(fast.0, seg.sn) > 0 && diff(fast.1, seg.ts) >= reo {
                 seg.fastack += 1;
             }
-            if mark && seg.overtaken_at.is_none() && diff(top.1, seg.ts) >= 0 {
+            if seg.overtaken_at.is_none() && diff(top.1, seg.ts) >= 0 {
                 seg.overtaken_at = Some(now);
             }
         }
