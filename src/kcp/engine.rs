@@ -89,12 +89,13 @@ struct LossTimer {
 /// fast-retransmit limit (then the RTO and its backoff take over).
 ///
 /// Not every segment of a flight with nothing queued behind it, by the smoothed RTT: an
-/// echoing server's conversations always have nothing queued, and when the shared path's
-/// queue grew faster than the smoothed RTT followed, every segment of every one of them
-/// passed that timer at once. All were resent, in two copies and unpaced, into the full
-/// queue, which kept the RTT high: 50 conversations on netlab `reorder` sent 6 times the
-/// link's rate for 4 s and lost 9.4% of their datagrams at the emulated queue. A segment
-/// whose ACK only waits in a queue is not overtaken; a lost one is, soon after.
+/// echoing server's conversations always have nothing queued, and when a queue grows faster
+/// than the smoothed RTT follows, every segment of every one of them passes that timer at
+/// once and is resent, in two copies and unpaced, into the full queue. That is one way into
+/// the retransmission storms of a 50-connection echo soak on netlab `reorder` (up to 6 times
+/// the link's rate for 4 s); the storms have other causes too and outlived this change (see
+/// the README's gaps). A segment whose ACK only waits in a queue is not overtaken; a lost one
+/// is, soon after.
 fn timed_loss(timer: Option<LossTimer>, oldest: bool, tail: bool, seg: &Segment) -> Option<u32> {
     let t = timer?;
     if seg.xmit > FASTACK_LIMIT {

@@ -1471,8 +1471,8 @@ fn a_lost_tail_segment_is_resent_after_a_round_trip_in_two_copies() {
 
 /// A flight with nothing queued behind it whose ACKs are held up in a queue (none arrives
 /// for a while) is not resent by time: only its tail is, which no later ACK can show lost.
-/// Every segment was: 50 echoing conversations on netlab `reorder` resent their whole
-/// flights at once when the shared queue grew, and sent 6 times the link's rate for 4 s.
+/// Every segment was, at once (this test, with the old rule: all 20), which an echoing
+/// server's conversations, always with nothing queued, did to a shared queue that grew.
 #[test]
 fn a_flight_whose_acks_wait_in_a_queue_is_not_resent_by_time() {
     let (mut a, _, t0, pkts) = warm_flight(20);
