@@ -263,8 +263,12 @@ fuzz_target!(|data: &[u8]| {
     }
     // Everything acknowledged: nothing of anyone's is in flight on either path.
     assert_eq!((paths[0].inflight(), paths[1].inflight()), (0, 0));
+    assert_eq!((paths[0].active(), paths[1].active()), (0, 0));
     drop(pairs);
     for p in &paths {
-        assert_eq!((p.inflight(), p.backlogged(), p.handles()), (0, 0, 1));
+        assert_eq!(
+            (p.inflight(), p.backlogged(), p.active(), p.handles()),
+            (0, 0, 0, 1)
+        );
     }
 });

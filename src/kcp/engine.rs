@@ -168,6 +168,11 @@ impl PathControl {
         self.0.borrow().backlogged()
     }
 
+    /// Conversations on this path with data queued or in flight.
+    pub fn active(&self) -> usize {
+        self.0.borrow().active()
+    }
+
     /// A packet on this path was seen to overtake another (the reordering window widens).
     #[cfg(test)]
     pub(crate) fn reorders(&self) -> bool {
@@ -313,10 +318,12 @@ pub struct Kcp {
     /// or one shared with the others on its path ([`Kcp::join_path`]).
     rc: Option<PathControl>,
     /// This conversation's pacer, its first transmissions in flight (bytes, counted in the
-    /// model's flight too) and whether it is counted as having data queued.
+    /// model's flight too), whether it is counted as having data queued, and whether as
+    /// having data in flight or queued.
     pacer: Pacer,
     rc_own: usize,
     backlogged: bool,
+    active: bool,
     /// Last flush with data or ACKs to send (idle-memory trimming).
     busy_at: u32,
     /// Tail-loss probe: the last ACK progress or new transmission, and whether the probe for
@@ -391,6 +398,7 @@ impl Kcp {
             pacer: Pacer::default(),
             rc_own: 0,
             backlogged: false,
+            active: false,
             busy_at: 0,
             tlp_base: 0,
             tlp_sent: true,
@@ -630,18 +638,30 @@ impl Kcp {
             if self.backlogged {
                 rc.set_backlogged(false);
             }
+            if self.active {
+                rc.set_active(false);
+            }
         }
         self.rc_own = 0;
         self.backlogged = false;
+        self.active = false;
     }
 
-    /// Counts this conversation in the path's backlog while its queue holds data.
+    /// Counts this conversation in the path's backlog while its queue holds data, and among
+    /// its active conversations while it has data queued or in flight.
     fn sync_backlog(&mut self) {
         let on = !self.snd_queue.is_empty();
         if on != self.backlogged {
             self.backlogged = on;
             if let Some(rc) = &self.rc {
                 rc.get().set_backlogged(on);
+            }
+        }
+        let active = on || self.rc_own > 0;
+        if active != self.active {
+            self.active = active;
+            if let Some(rc) = &self.rc {
+                rc.get().set_active(active);
             }
         }
     }
@@ -992,6 +1012,7 @@ impl Kcp {
         }
         if let Some(rc) = &self.rc {
             rc.get().on_input_done(now, self.rmt_wnd);
+            self.sync_backlog();
         } else if diff(self.snd_una, prev_una) > 0 {
             self.on_ack_progress();
         }

@@ -2,7 +2,8 @@
 //! RTT, both measured from ACKs), pacers that release new segments at a gain times the
 //! bandwidth estimate, and an in-flight cap of about two bandwidth-delay products. The model
 //! may be shared by several conversations on the same path (`PathControl`): their ACKs all
-//! feed it, and each conversation with data queued paces itself at an even share. With it
+//! feed it, each conversation with data queued paces itself at an even share of the rate,
+//! and each with data queued or in flight may fill an even share of the cap. With it
 //! the windows size themselves and the bottleneck queue stays short, so random loss is
 //! repaired by retransmission instead of being answered by a smaller window, and the sender
 //! does not overrun the queue and repair its own drops.
@@ -127,6 +128,8 @@ pub(super) struct RateControl {
     /// Conversations sharing this model (one per conversation on a shared path) that have
     /// data queued: each paces itself at this share of the rate.
     backlogged: usize,
+    /// ... and those with data queued or in flight: each may fill this share of the cap.
+    active: usize,
     /// Bytes transmitted this round, and how many of them were retransmissions.
     round_sent: u64,
     round_resent: u64,
@@ -195,6 +198,7 @@ impl RateControl {
             cwnd_gain: CWND_GAIN,
             cwnd: INIT_CWND_SEGS * mtu,
             backlogged: 0,
+            active: 0,
             round_sent: 0,
             round_resent: 0,
             loss: 0.0,
@@ -293,9 +297,23 @@ impl RateControl {
         }
     }
 
+    /// A conversation came to have data queued or in flight (`true`), or no longer has.
+    pub(super) fn set_active(&mut self, on: bool) {
+        if on {
+            self.active += 1;
+        } else {
+            self.active = self.active.saturating_sub(1);
+        }
+    }
+
     /// Conversations with data queued.
     pub(super) fn backlogged(&self) -> usize {
         self.backlogged
+    }
+
+    /// Conversations with data queued or in flight.
+    pub(super) fn active(&self) -> usize {
+        self.active
     }
 
     /// A conversation leaves the path with `bytes` of first transmissions unacknowledged.
@@ -393,16 +411,17 @@ impl RateControl {
     // --------------------------------------------------------------------------- sending
 
     /// May a new segment of `bytes` leave now? (In-flight cap and pacer.) On a shared path a
-    /// conversation under its even share of the cap (`own`: its bytes in flight) may always
-    /// send: the others' flight must not starve it (a conversation whose peer went away
-    /// keeps its flight until it is reset), and only its own ACKs wake it.
+    /// conversation under its even share of the cap (split between the conversations with
+    /// data queued or in flight; `own`: its bytes in flight) may always send: the others'
+    /// flight must not starve it (a conversation whose peer went away keeps its flight until
+    /// it is reset), and only its own ACKs wake it.
     pub(super) fn can_send(&self, p: &Pacer, now: u32, bytes: usize, own: usize) -> bool {
         !self.cwnd_full(bytes, own) && self.tokens_at(p, now) > 0.0
     }
 
     /// The in-flight cap, not the pacer, is what holds new data back.
     pub(super) fn cwnd_full(&self, bytes: usize, own: usize) -> bool {
-        let share = self.cwnd / self.backlogged.max(1);
+        let share = self.cwnd / self.active.max(self.backlogged).max(1);
         own > 0 && self.inflight + bytes > self.cwnd.max(bytes) && own + bytes > share
     }
 

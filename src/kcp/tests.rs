@@ -1018,11 +1018,11 @@ fn shared_path_forgets_conversations_that_end() {
     assert!(!pa.is_empty() && !pb.is_empty());
     let sent: usize = pa.iter().chain(&pb).map(Vec::len).sum();
     assert_eq!(path.inflight(), sent, "first transmissions of both count");
-    assert_eq!(path.backlogged(), 2);
+    assert_eq!((path.backlogged(), path.active()), (2, 2));
     // One ends mid-transfer (reset): its flight and queue stop counting at once.
     a.leave_path();
     assert_eq!(path.inflight(), pb.iter().map(Vec::len).sum::<usize>());
-    assert_eq!(path.backlogged(), 1);
+    assert_eq!((path.backlogged(), path.active()), (1, 1));
     assert_eq!(
         a.rate_estimate(),
         None,
@@ -1030,7 +1030,10 @@ fn shared_path_forgets_conversations_that_end() {
     );
     // The other is dropped without closing (the loop freeing its slot).
     drop(b);
-    assert_eq!((path.inflight(), path.backlogged()), (0, 0));
+    assert_eq!(
+        (path.inflight(), path.backlogged(), path.active()),
+        (0, 0, 0)
+    );
     assert_eq!(path.handles(), 1);
 }
 
@@ -1213,6 +1216,32 @@ fn shared_path_dead_flight_does_not_starve_others() {
     }
     // Its share: half the cap (16 packets), not the single packet the exemption allows.
     assert!(sent >= 15, "the live conversation sent {sent} packets");
+    assert!(sent <= 17, "beyond its share: {sent} packets");
+}
+
+/// The in-flight cap is shared by the conversations with data in flight, not only by those
+/// with data queued: an echoing server's conversations have nothing queued most of the time,
+/// and each could fill the whole cap on top of the others' flights. On netlab `reorder`
+/// (50 echoing connections) the path's flight grew to 4.9 MB under a cap of 2.0, and two
+/// thirds of what the server sent in that round were retransmissions.
+#[test]
+fn shared_path_caps_the_flight_of_conversations_with_nothing_queued() {
+    let path = PathControl::new(rc_cfg().mtu);
+    let mut a = Kcp::new(1, &rc_cfg());
+    let mut b = Kcp::new(2, &rc_cfg());
+    a.join_path(&path);
+    b.join_path(&path);
+    // `a` fills the cap (initial window: 32 packets) with all it had; nothing is acknowledged.
+    a.send(&vec![3u8; 32 * a.mss()]);
+    assert_eq!(flush(&mut a, 0).len(), 32);
+    assert_eq!(path.backlogged(), 0, "a has nothing queued");
+    b.send(&vec![4u8; 400 * b.mss()]);
+    let mut sent = 0;
+    for now in 1..200u32 {
+        sent += flush(&mut b, now).len();
+    }
+    // Half the cap (16 packets), not a whole cap of its own.
+    assert!(sent >= 15, "b sent {sent} packets");
     assert!(sent <= 17, "beyond its share: {sent} packets");
 }
 
