@@ -1,6 +1,7 @@
 //! Sender-side rate control for one path: a BBR-like model (bottleneck bandwidth and minimum
 //! RTT, both measured from ACKs), pacers that release new segments at a gain times the
-//! bandwidth estimate, and an in-flight cap of about two bandwidth-delay products. The model
+//! bandwidth estimate, and an in-flight cap of about two bandwidth-delay products, lowered
+//! after a round that overflowed the bottleneck's queue (BBRv2's inflight_hi). The model
 //! may be shared by several conversations on the same path (`PathControl`): their ACKs all
 //! feed it, each conversation with data queued paces itself at an even share of the rate,
 //! and each with data queued or in flight may fill an even share of the cap. With it
@@ -45,6 +46,14 @@ const REO_EPOCH_ROUNDS: u64 = 16;
 const LOSS_COMP_MAX: f64 = 0.2;
 /// A round's loss ratio counts only with at least this many transmissions in it.
 const LOSS_MIN_PKTS: u64 = 16;
+/// A round overflowed the bottleneck's queue when its retransmissions exceed twice the random
+/// loss measured so far by this share of its transmissions, while a queue stood all round.
+const CONG_LOSS_MARGIN: f64 = 0.03;
+/// After such a round the flight is capped at this share of the largest flight of the round
+/// (BBRv2's beta) ...
+const CONG_BETA: f64 = 0.7;
+/// ... and the cap grows back by 1/this of itself per round in which the flight reached it.
+const CONG_REGROW: usize = 32;
 /// Before the first measurement: how many full segments may leave unpaced.
 pub(super) const INIT_CWND_SEGS: usize = 32;
 /// Pacing lets this many ms of rate accumulate (the loop's clock has ms resolution).
@@ -133,6 +142,11 @@ pub(super) struct RateControl {
     /// Bytes transmitted this round, and how many of them were retransmissions.
     round_sent: u64,
     round_resent: u64,
+    /// The largest flight of this round.
+    round_max_inflight: usize,
+    /// Cap on the flight learnt from rounds that overflowed the bottleneck's queue (see
+    /// `round_congested`); `usize::MAX` until one did.
+    inflight_hi: usize,
     /// Smoothed share of transmissions that were retransmissions (rounds without a standing
     /// queue only): the path's random loss. The bandwidth estimate counts what arrived, so
     /// pacing at it alone leaves the bottleneck idle for the lost share of every round
@@ -201,6 +215,8 @@ impl RateControl {
             active: 0,
             round_sent: 0,
             round_resent: 0,
+            round_max_inflight: 0,
+            inflight_hi: usize::MAX,
             loss: 0.0,
             peer_wnd: 0,
             reordering: false,
@@ -346,6 +362,12 @@ impl RateControl {
         self.loss
     }
 
+    /// The cap on the flight learnt from overflowing rounds, if any (see `inflight_hi`).
+    #[cfg(test)]
+    pub(super) fn inflight_hi(&self) -> Option<usize> {
+        (self.inflight_hi != usize::MAX).then_some(self.inflight_hi)
+    }
+
     /// The path reorders packets.
     pub(super) fn reordering(&self) -> bool {
         self.reordering
@@ -463,6 +485,7 @@ impl RateControl {
         }
         if first {
             self.inflight += bytes;
+            self.round_max_inflight = self.round_max_inflight.max(self.inflight);
         } else {
             self.round_resent += bytes as u64;
         }
@@ -652,7 +675,9 @@ impl RateControl {
                     self.bw = avg;
                 }
             }
-            self.update_loss(queued);
+            let congested = self.round_congested();
+            self.update_inflight_hi(congested);
+            self.update_loss(queued || congested);
             self.round_min_rtt = u32::MAX;
             self.round_min2_rtt = u32::MAX;
             self.round_rtt_samples = 0;
@@ -701,6 +726,39 @@ impl RateControl {
         }
         self.round_sent = 0;
         self.round_resent = 0;
+    }
+
+    /// The round that just ended overflowed the bottleneck's queue: it resent much more than
+    /// the path's random loss explains and a queue stood all round. Rate and RTT alone miss
+    /// that when the other direction is busy too: every RTT sample then carries the other
+    /// end's queue, the minimum RTT with it, and a flight of two such BDPs is more than the
+    /// bottleneck holds (netlab `reorder`, 50 echoing connections: flights of 1.5-1.9 MB on a
+    /// path that holds about 1.2, with a tenth to a third of each round resent).
+    fn round_congested(&self) -> bool {
+        if self.round_sent < LOSS_MIN_PKTS * self.mtu as u64 {
+            return false;
+        }
+        let ratio = self.round_resent as f64 / self.round_sent as f64;
+        ratio > 2.0 * self.loss + CONG_LOSS_MARGIN
+            && self.round_floor_over(|base| (base / 8).max(QUEUE_MIN_MS))
+    }
+
+    /// Caps the flight after a round that overflowed the queue (and leaves startup: the pipe
+    /// is full), and lets the cap grow back while it holds the flight.
+    fn update_inflight_hi(&mut self, congested: bool) {
+        if congested {
+            let floor = BURST_MIN_PKTS * self.mtu;
+            self.inflight_hi = ((self.round_max_inflight as f64 * CONG_BETA) as usize).max(floor);
+            if self.mode == Mode::Startup {
+                self.mode = Mode::Drain;
+                self.pacing_gain = 1.0 / STARTUP_GAIN;
+            }
+        } else if self.inflight_hi != usize::MAX
+            && self.round_max_inflight + 2 * self.mtu >= self.inflight_hi
+        {
+            self.inflight_hi += (self.inflight_hi / CONG_REGROW).max(self.mtu);
+        }
+        self.round_max_inflight = self.inflight;
     }
 
     fn round_queued(&self) -> bool {
@@ -813,6 +871,6 @@ impl RateControl {
         } else if self.cwnd < target || self.delivered < (INIT_CWND_SEGS * self.mtu) as u64 {
             self.cwnd += acked;
         }
-        self.cwnd = self.cwnd.max(floor);
+        self.cwnd = self.cwnd.min(self.inflight_hi).max(floor);
     }
 }

@@ -1340,6 +1340,68 @@ fn pacing_makes_up_for_random_loss_but_not_for_a_queue() {
     assert!((rc.loss() - 0.2).abs() < 1e-9, "seeded loss {}", rc.loss());
 }
 
+/// Drives a model through `ms` ms of a flow that loses every `lose_every`-th packet: one new
+/// 1400-byte packet a ms, each acknowledged `rtt` ms after it left; a lost one is resent an
+/// RTT after it left, and that copy is acknowledged.
+fn lossy_flow(rc: &mut rate::RateControl, start: u32, ms: u32, lose_every: u32, rtt: u32) {
+    let mut p = rate::Pacer::default();
+    // (ack time, stamp, transmissions)
+    let mut acks = std::collections::VecDeque::new();
+    let mut repairs = std::collections::VecDeque::new();
+    for now in start..start + ms {
+        while repairs.front().is_some_and(|&t| t <= now) {
+            repairs.pop_front();
+            let stamp = rc.on_transmit(&mut p, now, 1400, false, false);
+            acks.push_back((now + rtt, stamp, 2));
+        }
+        let stamp = rc.on_transmit(&mut p, now, 1400, true, false);
+        if now % lose_every == 0 {
+            repairs.push_back(now + rtt);
+        } else {
+            acks.push_back((now + rtt, stamp, 1));
+        }
+        while acks.front().is_some_and(|&(t, _, _)| t <= now) {
+            let Some((_, stamp, xmit)) = acks.pop_front() else {
+                break;
+            };
+            rc.on_rtt(now, rtt, rtt, 1);
+            rc.on_acked(now, 1400, &stamp, None, xmit);
+            rc.on_input_done(now, 0);
+        }
+    }
+}
+
+/// A round that resends far more than the path's random loss while a queue stands all round
+/// overflowed the bottleneck: the flight is capped below what it was (BBRv2's inflight_hi).
+/// The same resends without a standing queue are random loss, and the cap stays.
+#[test]
+fn a_round_that_overflows_the_queue_caps_the_flight() {
+    // A fifth of the packets lost, no queue: noise; the cap stays two BDPs.
+    let mut rc = after_bulk();
+    lossy_flow(&mut rc, 3000, 1000, 5, 100);
+    let bdp = rc.bdp().unwrap();
+    assert!(rc.cwnd() >= 2 * bdp, "cap {} B, BDP {bdp} B", rc.cwnd());
+    assert_eq!(rc.inflight_hi(), None);
+    // The same through a standing queue of 30 ms: the bottleneck overflowed. The flight
+    // (this flow does not wait for the cap) is capped at 0.7 of itself.
+    let mut rc = after_bulk();
+    lossy_flow(&mut rc, 3000, 1000, 5, 130);
+    let flight = rc.inflight() as f64;
+    let hi = rc.inflight_hi().expect("capped") as f64;
+    assert!(
+        (0.65 * flight..=0.75 * flight).contains(&hi),
+        "cap {hi} B, flight {flight} B"
+    );
+    assert!(rc.cwnd() as f64 <= hi, "cwnd {} B over the cap", rc.cwnd());
+    // Rounds that reach the cap (a queue, but nothing resent) let it grow back.
+    lossy_flow(&mut rc, 4000, 3000, u32::MAX, 200);
+    let grown = rc.inflight_hi().expect("still capped") as f64;
+    assert!(
+        grown > 1.3 * hi,
+        "cap {grown} B after 3 s of clean rounds, {hi} B before"
+    );
+}
+
 /// Rounds of small app-limited messages that wait in a queue (behind the other direction's
 /// bulk, or behind the peer's paced answers) must not cut the bandwidth estimate: the next
 /// bulk transfer on the path would start at the pacing floor (netlab `reorder`: an upload
