@@ -1003,11 +1003,7 @@ fn rc_cfg() -> KcpConfig {
 /// ghosts.
 #[test]
 fn shared_path_forgets_conversations_that_end() {
-    let path = PathControl::new(rc_cfg().mtu);
-    let mut a = Kcp::new(1, &rc_cfg());
-    let mut b = Kcp::new(2, &rc_cfg());
-    a.join_path(&path);
-    b.join_path(&path);
+    let (path, mut a, mut b) = two_on_a_path();
     assert_eq!(path.handles(), 3);
     // More than the initial window: both keep data queued after their first flush.
     let data = vec![7u8; 200 * 1400];
@@ -1194,26 +1190,37 @@ fn zero_ms_rtt_samples_replace_a_stale_minimum() {
     assert_eq!(rc.min_rtt(), Some(100));
 }
 
+/// Two fresh conversations with rate control on one new path.
+fn two_on_a_path() -> (PathControl, Kcp, Kcp) {
+    let path = PathControl::new(rc_cfg().mtu);
+    let mut a = Kcp::new(1, &rc_cfg());
+    let mut b = Kcp::new(2, &rc_cfg());
+    a.join_path(&path);
+    b.join_path(&path);
+    (path, a, b)
+}
+
+/// The first of [`two_on_a_path`] sends `first` packets' worth, fills the in-flight cap (the initial
+/// window: 32 packets) and hears nothing back; then the second, with 400 packets queued,
+/// flushes every ms for 200 ms. Returns the packets the second sent, and how many
+/// conversations had data queued after the first one's flush.
+fn second_on_a_full_path(first: usize) -> (usize, usize) {
+    let (path, mut a, mut b) = two_on_a_path();
+    a.send(&vec![3u8; first * a.mss()]);
+    assert_eq!(flush(&mut a, 0).len(), 32);
+    let backlogged = path.backlogged();
+    b.send(&vec![4u8; 400 * b.mss()]);
+    let sent = (1..200u32).map(|now| flush(&mut b, now).len()).sum();
+    (sent, backlogged)
+}
+
 /// A conversation whose flight will never be acknowledged (its peer restarted) does not hold
 /// the others on the path to one segment per round trip: each may fill its even share of the
 /// in-flight cap.
 #[test]
 fn shared_path_dead_flight_does_not_starve_others() {
-    let path = PathControl::new(rc_cfg().mtu);
-    let mut dead = Kcp::new(1, &rc_cfg());
-    let mut live = Kcp::new(2, &rc_cfg());
-    dead.join_path(&path);
-    live.join_path(&path);
-    let data = vec![3u8; 400 * 1400];
-    dead.send(&data);
-    // The dead one fills the cap (initial window: 32 packets); nothing of it is acknowledged.
-    let d = flush(&mut dead, 0);
-    assert_eq!(d.len(), 32);
-    live.send(&data);
-    let mut sent = 0;
-    for now in 1..200u32 {
-        sent += flush(&mut live, now).len();
-    }
+    let (sent, backlogged) = second_on_a_full_path(400);
+    assert_eq!(backlogged, 1, "the dead one keeps data queued");
     // Its share: half the cap (16 packets), not the single packet the exemption allows.
     assert!(sent >= 15, "the live conversation sent {sent} packets");
     assert!(sent <= 17, "beyond its share: {sent} packets");
@@ -1226,22 +1233,11 @@ fn shared_path_dead_flight_does_not_starve_others() {
 /// thirds of what the server sent in that round were retransmissions.
 #[test]
 fn shared_path_caps_the_flight_of_conversations_with_nothing_queued() {
-    let path = PathControl::new(rc_cfg().mtu);
-    let mut a = Kcp::new(1, &rc_cfg());
-    let mut b = Kcp::new(2, &rc_cfg());
-    a.join_path(&path);
-    b.join_path(&path);
-    // `a` fills the cap (initial window: 32 packets) with all it had; nothing is acknowledged.
-    a.send(&vec![3u8; 32 * a.mss()]);
-    assert_eq!(flush(&mut a, 0).len(), 32);
-    assert_eq!(path.backlogged(), 0, "a has nothing queued");
-    b.send(&vec![4u8; 400 * b.mss()]);
-    let mut sent = 0;
-    for now in 1..200u32 {
-        sent += flush(&mut b, now).len();
-    }
+    // The first sends all it had: nothing of it stays queued.
+    let (sent, backlogged) = second_on_a_full_path(32);
+    assert_eq!(backlogged, 0, "the first has nothing queued");
     // Half the cap (16 packets), not a whole cap of its own.
-    assert!(sent >= 15, "b sent {sent} packets");
+    assert!(sent >= 15, "the second sent {sent} packets");
     assert!(sent <= 17, "beyond its share: {sent} packets");
 }
 
