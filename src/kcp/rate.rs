@@ -756,7 +756,9 @@ impl RateControl {
         } else if self.inflight_hi != usize::MAX
             && self.round_max_inflight + 2 * self.mtu >= self.inflight_hi
         {
-            self.inflight_hi += (self.inflight_hi / CONG_REGROW).max(self.mtu);
+            // Only while the flight (which the windows bound) reaches it: no runaway.
+            let step = (self.inflight_hi / CONG_REGROW).max(self.mtu);
+            self.inflight_hi = self.inflight_hi.saturating_add(step);
         }
         self.round_max_inflight = self.inflight;
     }
