@@ -1378,7 +1378,14 @@ fn a_round_that_overflows_the_queue_caps_the_flight() {
     let bdp = rc.bdp().unwrap();
     assert!(rc.cwnd() >= 2 * bdp, "cap {} B, BDP {bdp} B", rc.cwnd());
     assert_eq!(rc.inflight_hi(), None);
-    // The same through a standing queue of 30 ms: the bottleneck overflowed. The flight
+    // One packet in 25 lost through a standing queue, and no random loss measured (an
+    // echoing server's rounds are app-limited, and only other rounds measure it): noise too.
+    // A margin of 3% took it for overflow and cost the 50-connection echo soak on netlab
+    // `lossy` (2% loss each way) 5% of its goodput.
+    let mut rc = after_bulk();
+    lossy_flow(&mut rc, 3000, 1000, 25, 130);
+    assert_eq!(rc.inflight_hi(), None);
+    // A fifth lost through the same queue: the bottleneck overflowed. The flight
     // (this flow does not wait for the cap) is capped at 0.7 of itself.
     let mut rc = after_bulk();
     lossy_flow(&mut rc, 3000, 1000, 5, 130);
