@@ -753,8 +753,7 @@ impl RateControl {
             let floor = BURST_MIN_PKTS * self.mtu;
             self.inflight_hi = ((self.round_max_inflight as f64 * CONG_BETA) as usize).max(floor);
             if self.mode == Mode::Startup {
-                self.mode = Mode::Drain;
-                self.pacing_gain = 1.0 / STARTUP_GAIN;
+                self.enter_drain();
             }
         } else if self.inflight_hi != usize::MAX
             && self.round_max_inflight + 2 * self.mtu >= self.inflight_hi
@@ -811,8 +810,7 @@ impl RateControl {
                 }
                 // The pipe is also full once a queue stands: leave before it overflows.
                 if queued || self.full_bw_rounds >= FULL_BW_ROUNDS {
-                    self.mode = Mode::Drain;
-                    self.pacing_gain = 1.0 / STARTUP_GAIN;
+                    self.enter_drain();
                 }
             }
             Mode::Drain => {
@@ -853,6 +851,12 @@ impl RateControl {
                 }
             }
         }
+    }
+
+    /// Startup is over: drain the queue it built.
+    fn enter_drain(&mut self) {
+        self.mode = Mode::Drain;
+        self.pacing_gain = 1.0 / STARTUP_GAIN;
     }
 
     fn enter_probe_bw(&mut self, now: u32) {
