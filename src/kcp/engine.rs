@@ -93,9 +93,9 @@ struct LossTimer {
 /// than the smoothed RTT follows, every segment of every one of them passes that timer at
 /// once and is resent, in two copies and unpaced, into the full queue. That is one way into
 /// the retransmission storms of a 50-connection echo soak on netlab `reorder` (up to 6 times
-/// the link's rate for 4 s); the storms have other causes too and outlived this change (see
-/// the README's gaps). A segment whose ACK only waits in a queue is not overtaken; a lost one
-/// is, soon after.
+/// the link's rate for 4 s); the storms had other causes too and outlived this change (the
+/// README's "Both directions full" has what ended them). A segment whose ACK only waits in a
+/// queue is not overtaken; a lost one is, soon after.
 fn timed_loss(timer: Option<LossTimer>, oldest: bool, tail: bool, seg: &Segment) -> Option<u32> {
     let t = timer?;
     if seg.xmit > FASTACK_LIMIT {

@@ -49,8 +49,9 @@ const LOSS_MIN_PKTS: u64 = 16;
 /// A round overflowed the bottleneck's queue when its retransmissions exceed twice the random
 /// loss measured so far by this share of its transmissions, while a queue stood all round.
 /// Not much less: an echoing server measures no random loss (its rounds are app-limited), and
-/// with 3% the 50-connection echo soak on netlab `lossy` (2% loss each way) lost 5% of its
-/// goodput to cuts; the overflowing rounds on `reorder` resent 10-30%.
+/// with 3% the 50-connection echo soak on netlab `lossy` (2% loss each way) echoed 5% less
+/// (not so with the cap's share change alone); the overflowing rounds on `reorder` resent
+/// 10-30%.
 const CONG_LOSS_MARGIN: f64 = 0.08;
 /// After such a round the flight is capped at this share of the largest flight of the round
 /// (BBRv2's beta) ...
