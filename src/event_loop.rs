@@ -69,9 +69,10 @@ const MAX_PATHS: usize = 4096;
 /// Conversations listed one per line in `/stats`.
 const STATS_ROWS: usize = 1000;
 /// How long a conversation's ACKs may wait for the local reply to a message to carry them
-/// (`Kcp::set_ack_hold`), and a client's DIAL for the connection's first bytes
-/// (`Session::dial_held_until`). The loop's clock counts whole ms, so 2 waits 1-2 ms: enough
-/// for a local application's bytes, which take tens to hundreds of microseconds.
+/// (`Kcp::set_ack_hold`), a client's DIAL for the connection's first bytes, and an EOF with
+/// nothing of ours ahead of it for the datagrams of other conversations
+/// (`Session::held_until`). The loop's clock counts whole ms, so 2 waits 1-2 ms: enough for
+/// a local application's bytes, which take tens to hundreds of microseconds.
 const ACK_HOLD: u32 = 2;
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
@@ -897,7 +898,8 @@ impl EventLoop {
             return None;
         }
         let kcp = self.new_kcp(conv, from);
-        let sess = Session::new(conv, from, Role::Server, kcp, self.now);
+        let mut sess = Session::new(conv, from, Role::Server, kcp, self.now);
+        sess.set_send_hold(Millis::from(ACK_HOLD));
         let slot = self.insert(sess);
         debug!("conv {conv:#010x}: new conversation from {from}");
         Some(slot)
@@ -1036,7 +1038,8 @@ impl EventLoop {
             self.free_slots.push(slot);
             return;
         }
-        sess.start_client(stream, self.now, Millis::from(ACK_HOLD));
+        sess.set_send_hold(Millis::from(ACK_HOLD));
+        sess.start_client(stream, self.now);
         debug!("conv {conv:#010x}: accepted {addr}");
         self.put(slot, sess);
         self.mark_dirty(slot);
@@ -1527,8 +1530,9 @@ impl EventLoop {
             let mtu = sess.kcp.mss() + crate::kcp::OVERHEAD;
             if let State::TimeWait { reset: true } = sess.state {
                 // Reset: the peer was told; nothing of this conversation goes out again.
-            } else if sess.dial_held_until(self.now).is_some() {
-                // DIAL waits for the first bytes (reschedule wakes it when the wait is over).
+            } else if sess.held_until(self.now).is_some() {
+                // DIAL waits for the first bytes, or an EOF for others (reschedule wakes it
+                // when the wait is over).
             } else if self.st.flush > 0 || !sess.is_open() {
                 sess.kcp.flush(now32, |pkt| out.send(pkt, mtu, &peer));
             } else {
@@ -1572,7 +1576,7 @@ impl EventLoop {
         let (proto_at, _) = sess.protocol_deadline(&self.st.timeouts);
         let at = if let State::TimeWait { reset: true } = sess.state {
             proto_at // KCP is silent after a reset
-        } else if let Some(until) = sess.dial_held_until(self.now) {
+        } else if let Some(until) = sess.held_until(self.now) {
             proto_at.min(until)
         } else {
             let kcp_delay = (sess.kcp.check(now32).wrapping_sub(now32) as i32).max(0);

@@ -120,8 +120,13 @@ pub struct Session {
     pub tcp_tx_bytes: u64,
     /// A segment reached `STUCK_XMIT` sends and that was logged (once per conversation).
     pub stuck_logged: bool,
-    /// Client: until when DIAL waits for the connection's first bytes (`dial_held_until`).
-    dial_hold_until: Millis,
+    /// How long DIAL may wait for the first bytes and EOF for a new conversation to go
+    /// first (`set_send_hold`; 0 = never).
+    send_hold: Millis,
+    /// Until when this conversation's next datagram waits (`held_until`).
+    hold_until: Millis,
+    /// Our EOF was queued behind nothing of ours: it is the one holding.
+    eof_held: bool,
 }
 
 impl Session {
@@ -154,35 +159,48 @@ impl Session {
             tcp_rx_bytes: 0,
             tcp_tx_bytes: 0,
             stuck_logged: false,
-            dial_hold_until: 0,
+            send_hold: 0,
+            hold_until: 0,
+            eof_held: false,
         }
+    }
+
+    /// How long (ms) a conversation's DIAL may wait for the first bytes, and an EOF with
+    /// nothing of ours ahead of it for other conversations' datagrams (`held_until`).
+    pub fn set_send_hold(&mut self, ms: Millis) {
+        self.send_hold = ms;
     }
 
     /// Client side: attach the accepted TCP connection and queue DIAL, so that the first
     /// datagram carries it together with whatever the application already sent (0-RTT).
     /// The application's first bytes often arrive just after the accept: DIAL waits for
-    /// them up to `hold` ms (see `dial_held_until`).
-    pub fn start_client(&mut self, tcp: TcpStream, now: Millis, hold: Millis) {
+    /// them (see `held_until`).
+    pub fn start_client(&mut self, tcp: TcpStream, now: Millis) {
         self.tcp = Some(tcp);
-        self.dial_hold_until = now + hold;
+        self.hold_until = now + self.send_hold;
         self.tcp_readable = true;
         self.tcp_writable = true;
         let sent = self.kcp.send(&proto::encode_header(proto::MSG_DIAL, 0));
         debug_assert_eq!(sent, proto::TLV_HEADER);
     }
 
-    /// Client: DIAL is queued but waits, until the returned time, for the first bytes of the
-    /// connection to go in the same datagram. A DIAL sent alone just before them costs a
-    /// datagram, and on a path whose jitter keeps packet order the data then arrives at the
-    /// later of two delays (netlab `bad`, +/-10 ms: +4 ms at the median). A protocol where
-    /// the server speaks first pays the hold once, at most `hold` ms.
-    pub fn dial_held_until(&self, now: Millis) -> Option<Millis> {
-        let waiting = self.role == Role::Client
-            && self.is_open()
-            && self.tcp_rx_bytes == 0
-            && !self.rd_eof
-            && now < self.dial_hold_until;
-        waiting.then_some(self.dial_hold_until)
+    /// Until when nothing of this conversation is sent (the loop neither flushes it nor
+    /// lets its timers send), or `None`. On a path whose jitter keeps packet order, a
+    /// datagram arrives at the later of its own delay and the one of the datagram sent just
+    /// before it (netlab `bad`, +/-10 ms: +4 ms at the median for two, +7 for four), so
+    /// datagrams that nobody waits for should not go just ahead of ones somebody does.
+    /// Two cases wait, each at most `send_hold` ms:
+    /// - Client: DIAL, for the connection's first bytes to go in the same datagram. A
+    ///   protocol where the server speaks first pays the hold once.
+    /// - EOF queued when everything we sent was acknowledged (the closing of a finished
+    ///   exchange): an application that opens a connection per request closes the last one
+    ///   just before it opens the next, and its new DIAL and request then go first; on the
+    ///   server the new conversation's first reply goes ahead of the old one's EOF. What
+    ///   pays: the peer learns of such a close up to `send_hold` ms later.
+    pub fn held_until(&self, now: Millis) -> Option<Millis> {
+        let dial = self.role == Role::Client && self.tcp_rx_bytes == 0 && !self.rd_eof;
+        let waiting = self.is_open() && (dial || self.eof_held) && now < self.hold_until;
+        waiting.then_some(self.hold_until)
     }
 
     /// Server side: the connect to the target was started.
@@ -268,6 +286,10 @@ impl Session {
             }
         }
         if self.rd_eof && !self.eof_sent && self.kcp.send_capacity() >= proto::TLV_HEADER {
+            if self.kcp.waitsnd() == 0 && self.send_hold > 0 {
+                self.eof_held = true;
+                self.hold_until = now + self.send_hold;
+            }
             self.kcp.send(&proto::encode_header(proto::MSG_EOF, 0));
             self.eof_sent = true;
             self.last_progress = now;

@@ -237,3 +237,91 @@ fn dial_and_the_first_bytes_share_a_datagram() {
     }
     assert!(together >= 8, "DIAL and data together in {together} of 10");
 }
+
+/// An EOF queued when everything the conversation sent was acknowledged waits a moment, so
+/// that an application which closes a connection and at once opens the next one sees the
+/// new DIAL and request go first: on a path whose jitter keeps packet order, a datagram sent
+/// just before them would delay them to the later of two delays. The EOF still goes, just
+/// behind. Here the test plays the server: it acknowledges conversation A's first segment,
+/// then the application closes A and opens B, 0.1 ms apart. (Timing on a busy machine can
+/// still reorder a pair, hence 8 of 10; without the wait A's EOF always goes first.)
+#[test]
+fn a_closing_conversation_lets_the_next_one_go_first() {
+    use kcptun::kcp::{ByteOrder, SegmentHeader, Segments, CMD_ACK, CMD_PUSH, OVERHEAD};
+    use kcptun::proto::{encode_header, MSG_EOF};
+
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let _client = start("client", &client_config(listen, sock.local_addr().unwrap()));
+    let mut f = test_framer();
+    let mut buf = [0u8; 2048];
+    let mut seen: Vec<u32> = Vec::new();
+    // The next datagram from the client, opened: (first header, plaintext length).
+    let next = |f: &mut Framer, buf: &mut [u8; 2048]| loop {
+        let (n, from) = sock.recv_from(buf).expect("the client sends");
+        let m = f.open(&mut buf[..n]).expect("authentic");
+        if let Some(h) = SegmentHeader::parse(&buf[..m], ByteOrder::Big) {
+            if h.conv != 0 {
+                break (h, m, from);
+            }
+        }
+    };
+    let mut b_first = 0;
+    for _ in 0..10 {
+        let mut a = connect(listen);
+        a.write_all(b"request").unwrap();
+        let (first, client) = loop {
+            let (h, _, from) = next(&mut f, &mut buf);
+            if !seen.contains(&h.conv) {
+                seen.push(h.conv);
+                break (h, from);
+            }
+        };
+        let ack = SegmentHeader {
+            conv: first.conv,
+            cmd: CMD_ACK,
+            frg: 0,
+            wnd: 1024,
+            ts: first.ts,
+            sn: 0,
+            una: 1,
+            len: 0,
+        };
+        let mut plain = [0u8; OVERHEAD];
+        ack.emit(&mut plain, ByteOrder::Big);
+        sock.send_to(&seal(&mut f, &plain), client).unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // the client reads the ACK
+
+        drop(a);
+        std::thread::sleep(Duration::from_micros(100));
+        let mut b = connect(listen);
+        std::thread::sleep(Duration::from_micros(100));
+        b.write_all(b"next request").unwrap();
+        let (mut eof_at, mut b_at) = (None, None);
+        for i in 0.. {
+            let (h, m, _) = next(&mut f, &mut buf);
+            if h.conv == first.conv {
+                let eof = Segments::new(&buf[..m], ByteOrder::Big).any(|s| {
+                    s.is_ok_and(|(h, p)| h.cmd == CMD_PUSH && p == encode_header(MSG_EOF, 0))
+                });
+                if eof && eof_at.is_none() {
+                    eof_at = Some(i);
+                }
+            } else if !seen.contains(&h.conv) {
+                seen.push(h.conv);
+                b_at = Some(i);
+            }
+            if let (Some(e), Some(n)) = (eof_at, b_at) {
+                b_first += usize::from(n < e);
+                break;
+            }
+        }
+        drop(b);
+    }
+    assert!(
+        b_first >= 8,
+        "the new conversation went first in {b_first} of 10"
+    );
+}
