@@ -47,12 +47,7 @@ for round in $(seq "$ROUNDS"); do
     lab_configs "$d" "127.0.0.1:$TPORT" "" 3
     lab_start TT srv "$d/ttool-server.log" python3 "$TTOOL" server --bind 127.0.0.1 \
       --port "$TPORT" --preload 1048576
-    lab_start SPID srv "$d/server.log" "$bin" -c "$d/server.json"
-    sleep 0.3
-    lab_start CPID cli "$d/client.log" "$bin" -c "$d/client.json"
-    ip netns exec cli python3 "$TTOOL" probe --host "$host" --port "$port" --timeout 30 \
-      >"$d/probe.json"
-    grep -q '"ok": true' "$d/probe.json" || { echo "probe failed: $(cat "$d/probe.json")"; exit 1; }
+    lab_tunnel "$d" "$bin"
     ip netns exec cli python3 "$TTOOL" connrr --host "$host" --port "$port" --count "$COUNT" \
       --duration $((COUNT * 2)) >"$d/connrr.json"
     ip netns exec cli python3 "$TTOOL" rr --host "$host" --port "$port" --count "$COUNT" \

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# Shared by bench/soak_lab.sh and bench/rr_under_bulk.sh (source it; bash only): the netlab
-# lock, bringing the lab up and always down again, a kcptun-rs server in ns srv and client in
-# ns cli, and per-process CPU/RSS readings. Everything started here is stopped by its PID.
+# Shared by bench/soak_lab.sh, rr_under_bulk.sh and connrr_lab.sh (source it; bash only): the
+# netlab lock, bringing the lab up and always down again, a kcptun-rs server in ns srv and
+# client in ns cli, and per-process CPU/RSS readings. Everything started here is stopped by
+# its PID.
 #
 # Environment: NETLAB_DIR (../shared/netlab next to the repository), NETLAB_LOCK
 # (/tmp/team/netlab.lock), LINKEMU (/tmp/linkemu/release/linkemu), KCPTUN_BIN (the binary to
@@ -67,6 +68,20 @@ lab_start() {
   ip netns exec "$ns" "$@" >"$log" 2>&1 &
   LAB_PIDS+=($!)
   printf -v "$var" %s $!
+}
+
+# lab_tunnel DIR BIN: kcptun-rs BIN as server (ns srv) and client (ns cli) with DIR's configs
+# (lab_configs), their PIDs in SPID and CPID; returns once one request/response through
+# the tunnel worked. A ttool.py server must be starting behind it: it generates its payload
+# before it listens, hence the long probe timeout.
+lab_tunnel() {
+  local d=$1 bin=$2
+  lab_start SPID srv "$d/server.log" "$bin" -c "$d/server.json"
+  sleep 0.3
+  lab_start CPID cli "$d/client.log" "$bin" -c "$d/client.json"
+  ip netns exec cli python3 "$NETLAB_DIR/ttool.py" probe --host "${LISTEN%:*}" \
+    --port "${LISTEN##*:}" --timeout 60 >"$d/probe.json"
+  grep -q '"ok": true' "$d/probe.json" || { echo "probe failed: $(cat "$d/probe.json")"; exit 1; }
 }
 
 # lab_stop PID: stops one process started with lab_start (SIGTERM, SIGKILL after 3 s).

@@ -49,13 +49,7 @@ for conf in "${CONFS[@]}"; do
   d=$OUT/$name
   mkdir -p "$d"
   lab_configs "$d" "127.0.0.1:$TPORT" "$conf" 3
-  lab_start SPID srv "$d/server.log" "$KCPTUN_BIN" -c "$d/server.json"
-  sleep 0.3
-  lab_start CPID cli "$d/client.log" "$KCPTUN_BIN" -c "$d/client.json"
-  # The ttool server generates its payload before it listens: a long probe timeout.
-  ip netns exec cli python3 "$TTOOL" probe --host "$host" --port "$port" --timeout 60 \
-    >"$d/probe.json"
-  grep -q '"ok": true' "$d/probe.json" || { echo "probe failed: $(cat "$d/probe.json")"; exit 1; }
+  lab_tunnel "$d" "$KCPTUN_BIN"
 
   echo "[$name] RR baseline, 15 s"
   ip netns exec cli python3 "$TTOOL" rr --host "$host" --port "$port" --duration 15 \
