@@ -6,7 +6,9 @@
 //! other), backpressure in both directions (it stops reading TCP while KCP's send queue is
 //! full, and stops taking bytes out of KCP while TCP cannot take more), and the conversation's
 //! timers. It performs TCP reads and writes, but never touches the UDP socket or the clock:
-//! the event loop passes `now` in and flushes KCP's packets out.
+//! the event loop passes `now` in and flushes KCP's packets out, unless the session says its
+//! next datagram waits (`held_until`: a DIAL for the connection's first bytes, the EOF of a
+//! finished exchange for other conversations' datagrams).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
