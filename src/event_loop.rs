@@ -1156,6 +1156,9 @@ impl EventLoop {
         if let Some(s) = self.sessions[slot].as_mut() {
             s.start_dial(stream);
         }
+        // A target on this host is connected when connect() returns: the first bytes go to
+        // it in this iteration, not after the next poll reports the socket writable.
+        self.on_tcp(slot, false, true);
     }
 
     fn on_tcp(&mut self, slot: usize, readable: bool, writable: bool) {
