@@ -53,12 +53,13 @@ lab_cleanup() {
   if [ -n "$LAB_UP" ]; then "$NETLAB" down || true; LAB_UP=; fi
 }
 
-# lab_up PROFILE: the lab with this profile, taken down on any exit of the script.
+# lab_up PROFILE [ARGS...]: the lab with this profile (ARGS go to `netlab.sh up`, e.g.
+# --seed N), taken down on any exit of the script.
 lab_up() {
   trap lab_cleanup EXIT
   trap 'exit 130' INT TERM
   LAB_UP=1
-  "$NETLAB" up "$1"
+  "$NETLAB" up "$@"
 }
 
 # lab_start VAR NS LOG CMD...: runs CMD in namespace NS in the background, PID into $VAR.
