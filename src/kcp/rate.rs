@@ -447,7 +447,8 @@ impl RateControl {
 
     /// The in-flight cap, not the pacer, is what holds new data back.
     pub(super) fn cwnd_full(&self, bytes: usize, own: usize) -> bool {
-        let share = self.cwnd / self.active.max(self.backlogged).max(1);
+        // `active` counts the backlogged conversations too (queued data is active).
+        let share = self.cwnd / self.active.max(1);
         own > 0 && self.inflight + bytes > self.cwnd.max(bytes) && own + bytes > share
     }
 
