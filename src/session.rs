@@ -125,10 +125,9 @@ pub struct Session {
     /// How long DIAL may wait for the first bytes and EOF for a new conversation to go
     /// first (`set_send_hold`; 0 = never).
     send_hold: Millis,
-    /// Until when this conversation's next datagram waits (`held_until`).
+    /// Until when this conversation's next datagram waits (`held_until`); a client's DIAL
+    /// stops waiting at the first bytes read or the EOF.
     hold_until: Millis,
-    /// Our EOF was queued behind nothing of ours: it is the one holding.
-    eof_held: bool,
 }
 
 impl Session {
@@ -163,7 +162,6 @@ impl Session {
             stuck_logged: false,
             send_hold: 0,
             hold_until: 0,
-            eof_held: false,
         }
     }
 
@@ -200,9 +198,7 @@ impl Session {
     ///   server the new conversation's first reply goes ahead of the old one's EOF. What
     ///   pays: the peer learns of such a close up to `send_hold` ms later.
     pub fn held_until(&self, now: Millis) -> Option<Millis> {
-        let dial = self.role == Role::Client && self.tcp_rx_bytes == 0 && !self.rd_eof;
-        let waiting = self.is_open() && (dial || self.eof_held) && now < self.hold_until;
-        waiting.then_some(self.hold_until)
+        (self.is_open() && now < self.hold_until).then_some(self.hold_until)
     }
 
     /// Server side: the connect to the target was started.
@@ -272,8 +268,12 @@ impl Session {
                 .min(proto::MAX_PUSH)
                 .min(scratch.len() - proto::TLV_HEADER);
             match tcp.read(&mut scratch[proto::TLV_HEADER..proto::TLV_HEADER + max]) {
-                Ok(0) => self.rd_eof = true,
+                Ok(0) => {
+                    self.rd_eof = true;
+                    self.hold_until = 0;
+                }
                 Ok(n) => {
+                    self.hold_until = 0;
                     scratch[..proto::TLV_HEADER]
                         .copy_from_slice(&proto::encode_header(proto::MSG_PUSH, n));
                     let took = self.kcp.send(&scratch[..proto::TLV_HEADER + n]);
@@ -288,8 +288,7 @@ impl Session {
             }
         }
         if self.rd_eof && !self.eof_sent && self.kcp.send_capacity() >= proto::TLV_HEADER {
-            if self.kcp.waitsnd() == 0 && self.send_hold > 0 {
-                self.eof_held = true;
+            if self.kcp.waitsnd() == 0 {
                 self.hold_until = now + self.send_hold;
             }
             self.kcp.send(&proto::encode_header(proto::MSG_EOF, 0));
