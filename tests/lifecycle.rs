@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use harness::*;
 use kcptun::framing::{key_from_psk, Framer, Method};
+use kcptun::kcp::{ByteOrder, SegmentHeader, Segments, CMD_ACK, CMD_PUSH, OVERHEAD};
 use kcptun::proto::Session0;
 
 fn test_framer() -> Framer {
@@ -28,16 +29,27 @@ fn seal(f: &mut Framer, plain: &[u8]) -> Vec<u8> {
     buf
 }
 
-/// A KCP ACK segment (big-endian) for `conv`: valid, but for a conversation nobody has.
-fn ack_for(conv: u32) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&conv.to_be_bytes());
-    v.extend_from_slice(&[82, 0, 1, 0]);
-    v.extend_from_slice(&0u32.to_be_bytes()); // ts
-    v.extend_from_slice(&7u32.to_be_bytes()); // sn
-    v.extend_from_slice(&8u32.to_be_bytes()); // una
-    v.extend_from_slice(&0u32.to_be_bytes()); // len
+/// One KCP segment as kcptun-libev sends it (big-endian), window 1024.
+fn segment(conv: u32, cmd: u8, sn: u32, una: u32, ts: u32, payload: &[u8]) -> Vec<u8> {
+    let h = SegmentHeader {
+        conv,
+        cmd,
+        frg: 0,
+        wnd: 1024,
+        ts,
+        sn,
+        una,
+        len: payload.len() as u32,
+    };
+    let mut v = vec![0u8; OVERHEAD];
+    h.emit(&mut v, ByteOrder::Big);
+    v.extend_from_slice(payload);
     v
+}
+
+/// A KCP ACK segment for `conv`: valid, but for a conversation nobody has.
+fn ack_for(conv: u32) -> Vec<u8> {
+    segment(conv, CMD_ACK, 7, 8, 0, &[])
 }
 
 /// Collects what arrives on `sock` for `window`, opened with `f`.
@@ -248,7 +260,6 @@ fn dial_and_the_first_bytes_share_a_datagram() {
 /// first every time.
 #[test]
 fn a_closing_conversation_lets_the_next_one_go_first() {
-    use kcptun::kcp::{ByteOrder, SegmentHeader, Segments, CMD_ACK, CMD_PUSH, OVERHEAD};
     use kcptun::proto::{encode_header, MSG_EOF};
 
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -281,19 +292,8 @@ fn a_closing_conversation_lets_the_next_one_go_first() {
                 break (h, from);
             }
         };
-        let ack = SegmentHeader {
-            conv: first.conv,
-            cmd: CMD_ACK,
-            frg: 0,
-            wnd: 1024,
-            ts: first.ts,
-            sn: 0,
-            una: 1,
-            len: 0,
-        };
-        let mut plain = [0u8; OVERHEAD];
-        ack.emit(&mut plain, ByteOrder::Big);
-        sock.send_to(&seal(&mut f, &plain), client).unwrap();
+        let ack = segment(first.conv, CMD_ACK, 0, 1, first.ts, &[]);
+        sock.send_to(&seal(&mut f, &ack), client).unwrap();
         std::thread::sleep(Duration::from_millis(50)); // the client reads the ACK
 
         drop(a);
@@ -338,7 +338,6 @@ fn a_closing_conversation_lets_the_next_one_go_first() {
 /// 0.14-0.43 ms in 9 of 10 (the first 1.3 ms).
 #[test]
 fn a_server_holds_the_eof_of_a_finished_exchange() {
-    use kcptun::kcp::{ByteOrder, SegmentHeader, Segments, CMD_ACK, CMD_PUSH, OVERHEAD};
     use kcptun::proto::{encode_header, MSG_DIAL, MSG_EOF, MSG_PUSH};
 
     let (_server, kcp_bind, _echo) = server_only();
@@ -346,22 +345,6 @@ fn a_server_holds_the_eof_of_a_finished_exchange() {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let segment = |conv: u32, cmd: u8, sn: u32, ts: u32, payload: &[u8]| {
-        let h = SegmentHeader {
-            conv,
-            cmd,
-            frg: 0,
-            wnd: 1024,
-            ts,
-            sn,
-            una: u32::from(cmd == CMD_ACK || sn > 0),
-            len: payload.len() as u32,
-        };
-        let mut v = vec![0u8; OVERHEAD];
-        h.emit(&mut v, ByteOrder::Big);
-        v.extend_from_slice(payload);
-        v
-    };
     let mut open = encode_header(MSG_DIAL, 0).to_vec();
     open.extend_from_slice(&encode_header(MSG_PUSH, 4));
     open.extend_from_slice(b"ping");
@@ -381,14 +364,14 @@ fn a_server_holds_the_eof_of_a_finished_exchange() {
     let mut waited = Vec::new();
     for conv in 0x5e00_0000..0x5e00_000a {
         sock.send_to(
-            &seal(&mut f, &segment(conv, CMD_PUSH, 0, 1, &open)),
+            &seal(&mut f, &segment(conv, CMD_PUSH, 0, 0, 1, &open)),
             kcp_bind,
         )
         .unwrap();
         let reply = push_from_server(&mut f, conv, &[]);
         // Everything the server sent acknowledged, and our EOF, in one datagram.
-        let mut close = segment(conv, CMD_ACK, reply.sn, reply.ts, &[]);
-        close.extend_from_slice(&segment(conv, CMD_PUSH, 1, 2, &eof));
+        let mut close = segment(conv, CMD_ACK, reply.sn, 1, reply.ts, &[]);
+        close.extend_from_slice(&segment(conv, CMD_PUSH, 1, 1, 2, &eof));
         let t0 = Instant::now();
         sock.send_to(&seal(&mut f, &close), kcp_bind).unwrap();
         push_from_server(&mut f, conv, &eof);
