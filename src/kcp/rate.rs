@@ -146,10 +146,13 @@ pub(super) struct RateControl {
     /// Bytes transmitted this round, and how many of them were retransmissions.
     round_sent: u64,
     round_resent: u64,
-    /// The largest flight of this round, and of the round before it if that one was not
-    /// cruising (startup or drain: 0 otherwise; see `update_inflight_hi`).
+    /// The largest flight of this round.
     round_max_inflight: usize,
-    prev_round_max_inflight: usize,
+    /// Some of this round's ACKs came in startup or drain.
+    round_uncruising: bool,
+    /// The largest flight of the rounds since startup began, until a cruising round ends
+    /// without overflow (0 then; see `update_inflight_hi`).
+    overshoot_flight: usize,
     /// Cap on the flight learnt from rounds that overflowed the bottleneck's queue (see
     /// `round_congested`); `usize::MAX` until one did.
     inflight_hi: usize,
@@ -222,7 +225,8 @@ impl RateControl {
             round_sent: 0,
             round_resent: 0,
             round_max_inflight: 0,
-            prev_round_max_inflight: 0,
+            round_uncruising: false,
+            overshoot_flight: 0,
             inflight_hi: usize::MAX,
             loss: 0.0,
             peer_wnd: 0,
@@ -647,6 +651,7 @@ impl RateControl {
         }
         let mut round_start = false;
         let mut queued = false;
+        self.round_uncruising |= self.mode != Mode::ProbeBw;
         // A queue seen by app-limited traffic (a few small messages behind the other
         // direction's bulk, or behind the peer's paced answers) is not ours, and the round's
         // delivery rate says nothing about the bottleneck: a round of eight requests that
@@ -755,19 +760,26 @@ impl RateControl {
     /// is full), and lets the cap grow back while it holds the flight.
     ///
     /// What a round resends was lost a round trip or two before. Cruising, the flight of
-    /// one round is much like the next; not so after startup, which overshoots by design:
-    /// there the cap is a share of the larger flight of this round and the one before
-    /// (whose largest is at least the flight at this round's start). Startup's last round
-    /// on sim `reorder` flew 1.39 MB (two BDPs) and dropped some of it; drain resent 6% and
-    /// the first cruising round 10%, at a flight of 0.77 MB of its own. A cap of 0.7 of
-    /// that held the flight at 0.8 BDP, growing back by 1/32 a round: the fresh transfer
-    /// reached 78.5% of the limit, against 82.9% with the cap at 0.7 of the 1.39 MB (and
-    /// 83.0% with no cap). Not in cruising rounds: with two rounds' largest flight there,
-    /// 50 echoing connections on netlab `reorder` echoed 5-10% less in two runs each.
+    /// one round is much like the next; not so after startup, which overshoots by design
+    /// and whose drops are repaired over the next rounds at much smaller flights. So until
+    /// a cruising round ends without overflow, the cap is a share of the largest flight
+    /// since startup began, if that is larger than the round's own. Startup's last round on
+    /// sim `reorder` flew 1.39 MB (two BDPs) and dropped some of it; drain resent 6% and the
+    /// first cruising round 10%, at a flight of 0.77 MB of its own. A cap of 0.7 of that
+    /// held the flight at 0.8 BDP, growing back by 1/32 a round: the fresh transfer reached
+    /// 78.5% of the limit, against 82.9% with the cap at 0.7 of the 1.39 MB (and 83.0% with
+    /// no cap). After a cruising round without overflow the cap is a share of the
+    /// overflowing round's own flight: with the larger of two rounds' flights there, 50
+    /// echoing connections on netlab `reorder` echoed 5-10% less in two runs each.
     fn update_inflight_hi(&mut self, congested: bool) {
+        if self.round_uncruising {
+            self.overshoot_flight = self.overshoot_flight.max(self.round_max_inflight);
+        } else if !congested {
+            self.overshoot_flight = 0;
+        }
         if congested {
             let floor = BURST_MIN_PKTS * self.mtu;
-            let flight = self.round_max_inflight.max(self.prev_round_max_inflight);
+            let flight = self.round_max_inflight.max(self.overshoot_flight);
             self.inflight_hi = ((flight as f64 * CONG_BETA) as usize).max(floor);
             if self.mode == Mode::Startup {
                 self.enter_drain();
@@ -779,11 +791,7 @@ impl RateControl {
             let step = (self.inflight_hi / CONG_REGROW).max(self.mtu);
             self.inflight_hi = self.inflight_hi.saturating_add(step);
         }
-        self.prev_round_max_inflight = if self.mode == Mode::ProbeBw {
-            0
-        } else {
-            self.round_max_inflight
-        };
+        self.round_uncruising = false;
         self.round_max_inflight = self.inflight;
     }
 
