@@ -1438,17 +1438,20 @@ fn the_cap_after_startup_is_a_share_of_startups_flight() {
     // (130 ms), losing every fifth packet, the losses found only two round trips later (as
     // behind a reordering window); half the rate for a round trip, which drains the queue
     // and ends drain; then the rate again with nothing lost.
-    let overshoot = |now| (250..380).contains(&now);
+    // Every fifth packet of the two a ms sent in `span`, resent 260 ms after it left.
+    let lost_in = |span: std::ops::Range<u32>| {
+        move |now: u32, k: u32| {
+            (span.contains(&now) && (2 * now + k).is_multiple_of(5)).then_some(260)
+        }
+    };
     let rtt = |now| if now < 250 { 100 } else { 130 };
     let per_ms = |now: u32| match now {
         250..380 => 2,
         380..510 => now % 2,
         _ => 1,
     };
-    let lost =
-        |now: u32, k: u32| (overshoot(now) && (2 * now + k).is_multiple_of(5)).then_some(260);
     let mut rc = rate::RateControl::new(1400);
-    let peak = flow(&mut rc, 0, 1500, rtt, per_ms, lost) as f64;
+    let peak = flow(&mut rc, 0, 1500, rtt, per_ms, lost_in(250..380)) as f64;
     let hi = rc.inflight_hi().expect("capped") as f64;
     assert!(
         (0.65 * peak..=0.75 * peak).contains(&hi),
@@ -1457,11 +1460,8 @@ fn the_cap_after_startup_is_a_share_of_startups_flight() {
     // The same overshoot and late repairs while cruising (a measured path, no startup):
     // the rounds that resend are capped at a share of their own, smaller flights.
     let mut rc = after_bulk();
-    let overshoot = |now| (3000..3130).contains(&now);
-    let per_ms = |now| if overshoot(now) { 2 } else { 1 };
-    let lost =
-        |now: u32, k: u32| (overshoot(now) && (2 * now + k).is_multiple_of(5)).then_some(260);
-    let peak = flow(&mut rc, 3000, 1000, |_| 130, per_ms, lost) as f64;
+    let per_ms = |now| if now < 3130 { 2 } else { 1 };
+    let peak = flow(&mut rc, 3000, 1000, |_| 130, per_ms, lost_in(3000..3130)) as f64;
     let hi = rc.inflight_hi().expect("capped") as f64;
     assert!(hi < 0.65 * peak, "cap {hi} B, peak flight {peak} B");
 }
